@@ -1,0 +1,36 @@
+"""The published methods as named configurations of the one unified objective (no copied math).
+
+Each preset registers a builder ``build(net, total_steps=None, **overrides) -> UnifiedObjective`` in
+the objective registry; ``builder.default_config`` holds its defaults. Third-party objectives register
+any callable of the same shape through the ``flowzoo.objectives`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from flowzoo.objectives.unified import ObjectiveConfig, UnifiedObjective
+from flowzoo.registry import OBJECTIVES
+
+
+def register_preset(name: str, config: ObjectiveConfig, doc: str) -> Callable[..., UnifiedObjective]:
+    def build(net: nn.Module, total_steps: int | None = None, **overrides) -> UnifiedObjective:
+        return UnifiedObjective(net, config.replace(**overrides), total_steps=total_steps)
+
+    build.__name__ = name
+    build.__doc__ = doc
+    build.default_config = config  # type: ignore[attr-defined]
+    OBJECTIVES.add(name, build)
+    return build
+
+
+from flowzoo.objectives.presets import (  # noqa: E402,F401  (registration side effects)
+    alphaflow,
+    consistency,
+    flow_matching,
+    meanflow,
+    shortcut,
+    trajectory_fm,
+)

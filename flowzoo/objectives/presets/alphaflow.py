@@ -1,0 +1,20 @@
+from flowzoo.objectives.presets import register_preset
+from flowzoo.objectives.unified import ObjectiveConfig
+
+alphaflow = register_preset(
+    "alphaflow",
+    ObjectiveConfig(
+        time_sampler={"name": "logit_normal", "mean": -0.4, "std": 1.0},
+        fm_ratio=0.5,  # fraction of the batch with r = t (alphaflow-B/2 recipe)
+        alpha={"name": "sigmoid", "start_frac": 0.0, "end_frac": 1.0, "gamma": 25.0, "eta": 5e-3},
+        weighting={"name": "alpha_adaptive", "c": 1e-3, "p": 1.0},
+        target_clamp=4.0,
+        jvp="forward",
+    ),
+    """alpha-Flow (Zhang et al., "AlphaFlow: Understanding and Improving MeanFlow Models", ICLR 2026).
+
+    s = alpha r + (1 - alpha) t with alpha annealed by the sigmoid curriculum from 1 (trajectory flow
+    matching) to 0 (MeanFlow) over the whole run (k_s = 0, k_e = last step, gamma = 25, eta = 5e-3);
+    the alpha > 0 target is clamped to +-4 and weighted alpha/(||Delta||^2 + c) as in the official code.
+    fm_ratio = 0.5 (the B/2 recipe).""",
+)

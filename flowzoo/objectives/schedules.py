@@ -1,0 +1,153 @@
+"""Schedules over training steps k: alpha for the unified objective, and fm_ratio.
+
+A schedule gives ``value(k)`` (one number per step) and ``per_sample(k, t, r)`` (shape (B,)); only
+per-sample schedules (the CT discretisation) override the latter. Schedules are pure functions of the
+step, so a resumed run needs nothing but the step to continue them.
+
+Windows [k_s, k_e] are given in steps, or as fractions of the run with ``start_frac`` / ``end_frac``
+(resolved against ``total_steps``), so "sigmoid over the whole run" needs no step count in a config.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from flowzoo.registry import SCHEDULES
+
+
+class Schedule:
+    def value(self, step: int) -> float:
+        raise NotImplementedError
+
+    def per_sample(self, step: int, t: Tensor, r: Tensor) -> Tensor:
+        return torch.full_like(t, self.value(step))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+def _window(k_s, k_e, start_frac, end_frac, total_steps) -> tuple[float, float]:
+    """Resolve a [k_s, k_e] window from steps or fractions of the run."""
+    if k_s is None or k_e is None:
+        if total_steps is None:
+            raise ValueError("this schedule needs k_s and k_e, or start_frac/end_frac with a known number of steps")
+        k_s = start_frac * total_steps if k_s is None else k_s
+        k_e = end_frac * total_steps if k_e is None else k_e
+    if k_e <= k_s:
+        raise ValueError(f"schedule window must have k_e > k_s (got k_s={k_s}, k_e={k_e})")
+    return float(k_s), float(k_e)
+
+
+def _progress(step: int, k_s: float, k_e: float) -> float:
+    return min(max((step - k_s) / (k_e - k_s), 0.0), 1.0)
+
+
+@SCHEDULES.register("constant")
+class ConstantSchedule(Schedule):
+    def __init__(self, value: float = 0.0, total_steps: int | None = None):
+        self.constant = float(value)
+
+    def value(self, step: int) -> float:
+        return self.constant
+
+
+@SCHEDULES.register("step")
+class StepSchedule(Schedule):
+    """``before`` until step ``k`` (or fraction ``frac`` of the run), then ``after``."""
+
+    def __init__(self, before: float = 1.0, after: float = 0.0, k: int | None = None,
+                 frac: float = 0.5, total_steps: int | None = None):
+        if k is None:
+            if total_steps is None:
+                raise ValueError("step schedule needs k, or frac with a known number of steps")
+            k = int(frac * total_steps)
+        self.before, self.after, self.k = float(before), float(after), int(k)
+
+    def value(self, step: int) -> float:
+        return self.before if step < self.k else self.after
+
+
+@SCHEDULES.register("linear")
+class LinearSchedule(Schedule):
+    """From ``start`` to ``end`` linearly over [k_s, k_e], constant outside."""
+
+    def __init__(self, start: float = 1.0, end: float = 0.0, k_s: int | None = None, k_e: int | None = None,
+                 start_frac: float = 0.0, end_frac: float = 1.0, total_steps: int | None = None):
+        self.start, self.end = float(start), float(end)
+        self.k_s, self.k_e = _window(k_s, k_e, start_frac, end_frac, total_steps)
+
+    def value(self, step: int) -> float:
+        return self.start + (self.end - self.start) * _progress(step, self.k_s, self.k_e)
+
+
+@SCHEDULES.register("cosine")
+class CosineSchedule(LinearSchedule):
+    """From ``start`` to ``end`` along half a cosine over [k_s, k_e]."""
+
+    def value(self, step: int) -> float:
+        w = 0.5 * (1 - math.cos(math.pi * _progress(step, self.k_s, self.k_e)))
+        return self.start + (self.end - self.start) * w
+
+
+@SCHEDULES.register("sigmoid")
+class SigmoidSchedule(Schedule):
+    """alpha-Flow's curriculum (AlphaFlow, ICLR 2026, Sec. 4): trajectory FM (alpha = 1) -> MeanFlow (0).
+
+        alpha(k) = 1 - sigmoid(gamma (k - (k_s + k_e)/2) / (k_e - k_s)),
+        then alpha < eta -> 0 and alpha > 1 - eta -> 1 (eta = 5e-3),
+    so alpha is exactly 1 before mid - w (k_e - k_s) and exactly 0 after mid + w (k_e - k_s), with
+    w = ln((1 - eta)/eta) / gamma (= 0.2117 for the published gamma = 25, eta = 5e-3).
+    """
+
+    def __init__(self, k_s: int | None = None, k_e: int | None = None, gamma: float = 25.0, eta: float = 5e-3,
+                 start_frac: float = 0.0, end_frac: float = 1.0, total_steps: int | None = None):
+        self.k_s, self.k_e = _window(k_s, k_e, start_frac, end_frac, total_steps)
+        self.gamma, self.eta = float(gamma), float(eta)
+
+    def value(self, step: int) -> float:
+        mid = 0.5 * (self.k_s + self.k_e)
+        x = self.gamma * (step - mid) / (self.k_e - self.k_s)
+        alpha = 1.0 - 1.0 / (1.0 + math.exp(-x)) if x > -700 else 1.0
+        if alpha < self.eta:
+            return 0.0
+        if alpha > 1.0 - self.eta:
+            return 1.0
+        return alpha
+
+
+@SCHEDULES.register("ct_discrete")
+class ConsistencyDiscretisation(Schedule):
+    """Consistency training's shrinking step, as a per-sample alpha (ECT, Geng et al. 2024).
+
+    ECT pairs t with r' = t (1 - q^-(stage+1) (1 + k sigmoid(-b t))). With r = 0 in the unified
+    objective, s = (1 - alpha) t, so the same pair is alpha = (t - r')/t = q^-(stage+1) (1 + k sigmoid(-b t)),
+    clipped to 1. The stage grows every ``stage_steps`` (default: a quarter of the run), so alpha -> 0:
+    discrete CT tends to continuous-time CT. ECT's b acts on EDM's sigma; here it acts on t in [0, 1].
+    """
+
+    def __init__(self, q: float = 2.0, k: float = 8.0, b: float = 1.0, stage_steps: int | None = None,
+                 total_steps: int | None = None):
+        if stage_steps is None:
+            stage_steps = max(1, (total_steps or 100_000) // 4)
+        self.q, self.k, self.b, self.stage_steps = float(q), float(k), float(b), int(stage_steps)
+
+    def value(self, step: int) -> float:
+        """The base ratio q^-(stage+1) (alpha at t -> infinity, and what is logged)."""
+        return self.q ** -(step // self.stage_steps + 1)
+
+    def per_sample(self, step: int, t: Tensor, r: Tensor) -> Tensor:
+        alpha = self.value(step) * (1 + self.k * torch.sigmoid(-self.b * t))
+        return alpha.clamp(max=1.0)
+
+
+def build_schedule(spec, total_steps: int | None = None) -> Schedule:
+    """A schedule from a number (constant), a name, or a mapping {name: ..., **arguments}."""
+    if isinstance(spec, Schedule):
+        return spec
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return ConstantSchedule(float(spec))
+    return SCHEDULES.build(spec, total_steps=total_steps)

@@ -1,0 +1,91 @@
+"""Shift velocities v~: the velocity that moves z_t to z_s and anchors the target (DESIGN.md §2).
+
+Each is a callable ``shift(ctx) -> v~`` over a ``ShiftContext``. All network calls are stop-gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from flowzoo.registry import SHIFT_VELOCITIES
+from flowzoo.objectives.velocity import ConditionedVelocity
+
+
+@dataclass
+class ShiftContext:
+    z_t: Tensor
+    r: Tensor
+    t: Tensor
+    s: Tensor
+    v: Tensor  # data velocity e - x
+    labels: Tensor | None  # after label dropout
+    dropped: Tensor  # bool (B,): the label was dropped to null
+    null_label: int
+    target_net: nn.Module  # the network that plays u- (online under stop-gradient, or EMA)
+
+
+@SHIFT_VELOCITIES.register("data")
+class DataVelocity:
+    """v~ = v = e - x, the conditional (per-sample) velocity of the linear path."""
+
+    def __call__(self, ctx: ShiftContext) -> Tensor:
+        return ctx.v
+
+
+@SHIFT_VELOCITIES.register("cfg")
+class GuidedDataVelocity:
+    """Classifier-free guidance trained in (MeanFlow, Geng et al. 2025, Eq. 19 with kappa):
+
+        v~ = omega v + kappa u-(z_t, t, t | c) + (1 - omega - kappa) u-(z_t, t, t | null)
+
+    for t_min < t < t_max and a kept label; v~ = v elsewhere (dropped labels learn the unconditional
+    field). At the fixed point u(.|c) = v~ this is guidance of effective scale omega / (1 - kappa).
+    """
+
+    def __init__(self, omega: float = 1.0, kappa: float = 0.5, t_min: float = 0.0, t_max: float = 1.0):
+        self.omega, self.kappa, self.t_min, self.t_max = float(omega), float(kappa), float(t_min), float(t_max)
+
+    @property
+    def effective_scale(self) -> float:
+        return self.omega / (1.0 - self.kappa)
+
+    def __call__(self, ctx: ShiftContext) -> Tensor:
+        guided = (ctx.t > self.t_min) & (ctx.t < self.t_max) & ~ctx.dropped
+        if ctx.labels is None or not bool(guided.any()):
+            return ctx.v
+        idx = guided.nonzero().squeeze(1)
+        n = idx.numel()
+        z = ctx.z_t[idx].repeat(2, *([1] * (ctx.z_t.dim() - 1)))
+        t = ctx.t[idx].repeat(2)
+        labels = torch.cat([ctx.labels[idx], torch.full_like(ctx.labels[idx], ctx.null_label)])
+        with torch.no_grad():  # one batched call for the conditional and the unconditional branch
+            u_both = ConditionedVelocity(ctx.target_net, labels)(z, t, t).to(ctx.v.dtype)
+        u_cond, u_null = u_both[:n], u_both[n:]
+        mixed = self.omega * ctx.v[idx] + self.kappa * u_cond + (1 - self.omega - self.kappa) * u_null
+        v_shift = ctx.v.clone()
+        v_shift[idx] = mixed
+        return v_shift
+
+
+@SHIFT_VELOCITIES.register("model")
+class ModelVelocity:
+    """v~ = u-(z_t, s, t): the model's own average velocity over [s, t] (Shortcut models' first step).
+
+    With alpha = 1/2 the two-point target becomes Shortcut's self-consistency target
+    (u-(z_t, s, t) + u-(z_s, r, s)) / 2. Flow-matching samples (r = t) keep v~ = v.
+    """
+
+    def __call__(self, ctx: ShiftContext) -> Tensor:
+        bootstrap = ctx.r < ctx.t
+        if not bool(bootstrap.any()):
+            return ctx.v
+        idx = bootstrap.nonzero().squeeze(1)
+        labels = None if ctx.labels is None else ctx.labels[idx]
+        with torch.no_grad():
+            u_st = ConditionedVelocity(ctx.target_net, labels)(ctx.z_t[idx], ctx.s[idx], ctx.t[idx])
+        v_shift = ctx.v.clone()
+        v_shift[idx] = u_st.to(ctx.v.dtype)
+        return v_shift

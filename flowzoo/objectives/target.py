@@ -1,0 +1,137 @@
+"""The unified alpha-Flow target: one function for Flow Matching, Shortcut, MeanFlow and CT.
+
+AlphaFlow (Zhang et al., ICLR 2026), Eq. (alpha-Flow objective), in DESIGN.md §1 conventions
+(t = 1 is noise, r <= t, u is the average velocity over [r, t]):
+
+    s     = alpha r + (1 - alpha) t                       intermediate time
+    z_s   = z_t - (t - s) v~                              one step of the shift velocity v~
+    alpha > 0 : u_tgt = alpha v~ + (1 - alpha) u-(z_s, r, s)      two-point target
+    alpha = 0 : u_tgt = v~ - (t - r) d/dt u-(z_t, r, t)           MeanFlow's JVP target
+    alpha = 1 : u_tgt = v~                                         (no network call)
+
+u- is the network under stop-gradient (or an EMA copy). The alpha = 0 case is the alpha -> 0 limit
+of the two-point target: u-(z_s, r, s) = u- - alpha (t - r) du/dt + O(alpha^2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from flowzoo.objectives.jvp import get_jvp_backend
+from flowzoo.objectives.velocity import VelocityFn, restrict
+
+
+def per_sample(a: Tensor, like: Tensor) -> Tensor:
+    """Reshape a (B,) tensor to broadcast against a (B, ...) tensor."""
+    return a.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+@dataclass
+class AlphaTarget:
+    """The target and the pieces the loss decomposition (L_TFM, L_TC) needs, all detached.
+
+    u_next is u-(z_s, r, s) where 0 < alpha < 1 and du_dt is d/dt u-(z_t, r, t) where alpha = 0;
+    both are zero elsewhere (see ``two_point`` / ``jvp`` masks).
+    """
+
+    u_tgt: Tensor
+    s: Tensor
+    u_next: Tensor
+    du_dt: Tensor
+    two_point: Tensor  # bool (B,), 0 < alpha < 1
+    jvp: Tensor  # bool (B,), alpha == 0
+
+
+def alpha_target_parts(
+    u: VelocityFn,
+    z_t: Tensor,
+    r: Tensor,
+    t: Tensor,
+    alpha: Tensor,
+    v_shift: Tensor,
+    *,
+    jvp: str = "forward",
+    clamp: float | None = None,
+) -> AlphaTarget:
+    """``alpha_target`` returning its intermediate pieces too; see the module docstring."""
+    if alpha.shape != t.shape or r.shape != t.shape or t.dim() != 1:
+        raise ValueError("alpha, r and t must be per-sample tensors of shape (B,)")
+    if bool(((alpha < 0) | (alpha > 1)).any()):
+        raise ValueError("alpha must lie in [0, 1]")
+    batch = z_t.shape[0]
+    v_shift = v_shift.detach()
+    s = alpha * r + (1 - alpha) * t
+    u_tgt = v_shift.clone()
+    u_next = torch.zeros_like(v_shift)
+    du_dt = torch.zeros_like(v_shift)
+    two_point = (alpha > 0) & (alpha < 1)
+    at_zero = alpha == 0
+
+    if bool(two_point.any()):
+        idx = two_point.nonzero().squeeze(1)
+        a, ri, ti, si = alpha[idx], r[idx], t[idx], s[idx]
+        z_s = z_t[idx] - per_sample(ti - si, z_t) * v_shift[idx]
+        with torch.no_grad():
+            u_s = restrict(u, idx, batch, z_t)(z_s, ri, si).to(v_shift.dtype)
+        u_next[idx] = u_s
+        u_tgt[idx] = per_sample(a, z_t) * v_shift[idx] + per_sample(1 - a, z_t) * u_s
+
+    # The official code clamps the alpha > 0 target only (+-4 on ImageNet latents).
+    if clamp is not None:
+        positive = alpha > 0
+        u_tgt[positive] = u_tgt[positive].clamp(-clamp, clamp)
+
+    if bool(at_zero.any()):
+        idx = at_zero.nonzero().squeeze(1)
+        ri, ti = r[idx], t[idx]
+        _, d = get_jvp_backend(jvp)(restrict(u, idx, batch, z_t), z_t[idx].detach(), ri, ti, v_shift[idx])
+        d = d.to(v_shift.dtype)
+        du_dt[idx] = d
+        u_tgt[idx] = v_shift[idx] - per_sample(ti - ri, z_t) * d
+
+    return AlphaTarget(u_tgt.detach(), s, u_next, du_dt, two_point, at_zero)
+
+
+def alpha_target(
+    u: VelocityFn,
+    z_t: Tensor,
+    r: Tensor,
+    t: Tensor,
+    alpha: Tensor,
+    v_shift: Tensor,
+    *,
+    jvp: str = "forward",
+    clamp: float | None = None,
+) -> Tensor:
+    """The alpha-Flow regression target u_tgt for the average velocity u(z_t, r, t) (stop-gradient).
+
+    u: callable u(z, r, t) -> average velocity (batched; a ConditionedVelocity lets each branch run
+    on its own samples only). r, t, alpha: per-sample tensors of shape (B,), 0 <= r <= t <= 1,
+    alpha in [0, 1]; samples with alpha == 0 take the JVP branch (backend ``jvp``: "forward",
+    "double_backward", "finite_difference" or a registered plugin). v_shift: the shift velocity v~,
+    shaped like z_t. clamp: optional bound on the alpha > 0 target. This signature is stable.
+    """
+    return alpha_target_parts(u, z_t, r, t, alpha, v_shift, jvp=jvp, clamp=clamp).u_tgt
+
+
+def loss_decomposition(pred: Tensor, v_shift: Tensor, parts: AlphaTarget, alpha: Tensor, t: Tensor, r: Tensor):
+    """The paper's split of the (1/alpha)-weighted loss into L_TFM and L_TC, per sample.
+
+    For a convex combination, ||u - (a v + (1-a) w)||^2 = a||u - v||^2 + (1-a)||u - w||^2 - a(1-a)||v - w||^2,
+    so (1/alpha) ||Delta||^2 = L_TFM + L_TC + const(theta) with
+        L_TFM = ||u - v~||^2                                   trajectory flow matching
+        L_TC  = (1 - alpha)/alpha ||u - u-(z_s, r, s)||^2       trajectory consistency, alpha > 0
+        L_TC  = 2 (t - r) <u, sg(du/dt)>                        its alpha -> 0 limit (MeanFlow)
+    Both keep the graph to ``pred`` so their gradients can be compared (``flowzoo analyze``).
+    Norms are per-element means, as everywhere in flowzoo.
+    """
+    l_tfm = (pred - v_shift).pow(2).flatten(1).mean(1)
+    safe_alpha = torch.where(parts.two_point, alpha, torch.ones_like(alpha))
+    tc_two_point = (1 - safe_alpha) / safe_alpha * (pred - parts.u_next).pow(2).flatten(1).mean(1)
+    tc_jvp = 2 * (t - r) * (pred * parts.du_dt).flatten(1).mean(1)
+    zero = torch.zeros_like(l_tfm)
+    l_tc = torch.where(parts.two_point, tc_two_point, torch.where(parts.jvp, tc_jvp, zero))
+    return l_tfm, l_tc

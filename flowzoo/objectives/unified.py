@@ -1,0 +1,181 @@
+"""The unified alpha-Flow objective as a module (DESIGN.md §2); every preset is a configuration of it.
+
+One training step, for a batch of data x with labels y:
+  1. e ~ N(0, I); (t, r) from the time sampler; r = t on a fraction fm_ratio of the batch;
+     z_t = (1 - t) x + t e, v = e - x; labels dropped to null with probability label_dropout.
+  2. alpha from the schedule (per step or per sample). Flow-matching samples (r = t) use alpha = 1:
+     their two-point target alpha v~ + (1 - alpha) u-(z_t, t, t) under 1/alpha weighting has exactly
+     the gradient of ||u - v~||^2, so the network call it would cost is skipped (tested).
+  3. v~ from the shift velocity; u_tgt = alpha_target(...) under stop-gradient, in fp32.
+  4. loss = mean_b w_b ||u(z_t, r, t) - u_tgt||^2 (per-sample mean over elements), w from the weighting.
+
+DistributedDataParallel wraps this module (it owns the network), so the JVP and the target calls
+live inside the wrapped forward and gradients always synchronise (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowzoo.objectives.schedules import build_schedule
+from flowzoo.objectives.shift import ShiftContext
+from flowzoo.objectives.target import AlphaTarget, alpha_target_parts, loss_decomposition, per_sample
+from flowzoo.objectives.time_samplers import apply_fm_ratio
+from flowzoo.objectives.velocity import ConditionedVelocity
+from flowzoo.registry import JVP_BACKENDS, SHIFT_VELOCITIES, TIME_SAMPLERS, WEIGHTINGS
+
+
+@dataclass
+class ObjectiveConfig:
+    """Every knob of the unified objective. Part specs are a name or {name: ..., **arguments}."""
+
+    time_sampler: Any = field(default_factory=lambda: {"name": "logit_normal", "mean": -0.4, "std": 1.0})
+    fm_ratio: Any = 0.75  # fraction of each batch with r = t (flow-matching samples); number or schedule
+    alpha: Any = 0.0  # number or schedule spec, e.g. {name: sigmoid, start_frac: 0, end_frac: 1}
+    shift: Any = "data"  # data | cfg (omega, kappa, t_min, t_max) | model
+    label_dropout: float = 0.1  # probability a class label is replaced by the null label
+    weighting: Any = "uniform"  # uniform | inverse_alpha | adaptive (c, p) | alpha_adaptive (c, p) | consistency
+    jvp: str = "forward"  # forward | double_backward | finite_difference
+    target_clamp: float | None = None  # clamp the alpha > 0 target to +-value (official: 4)
+    target_network: str = "online"  # online (stop-gradient) | ema (an EMA copy set by the trainer)
+
+    def replace(self, **overrides: Any) -> "ObjectiveConfig":
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown objective option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class UnifiedObjective(nn.Module):
+    def __init__(self, net: nn.Module, config: ObjectiveConfig, total_steps: int | None = None):
+        super().__init__()
+        if config.target_network not in ("online", "ema"):
+            raise ValueError(f"target_network must be 'online' or 'ema', not {config.target_network!r}")
+        self.net = net
+        self.config = config
+        self.time_sampler = TIME_SAMPLERS.build(config.time_sampler)
+        self.fm_ratio = build_schedule(config.fm_ratio, total_steps)
+        self.alpha_schedule = build_schedule(config.alpha, total_steps)
+        self.shift = SHIFT_VELOCITIES.build(config.shift)
+        self.weighting = WEIGHTINGS.build(config.weighting)
+        JVP_BACKENDS.get(config.jvp)  # fail now, not at the first alpha = 0 step
+        self._ema_net: nn.Module | None = None
+
+    # The EMA copy is not a submodule: DDP must not broadcast it and optimisers must not see it.
+    def set_target_network(self, ema_net: nn.Module | None) -> None:
+        object.__setattr__(self, "_ema_net", ema_net)
+
+    @property
+    def target_net(self) -> nn.Module:
+        if self.config.target_network == "online":
+            return self.net
+        if self._ema_net is None:
+            raise RuntimeError("target_network is 'ema' but no EMA network was set (set_target_network)")
+        return self._ema_net
+
+    @property
+    def null_label(self) -> int:
+        return int(getattr(self.net, "num_classes", 0))
+
+    def sample_times(self, batch: int, step: int, generator, device) -> tuple[Tensor, Tensor]:
+        t, r = self.time_sampler(batch, generator=generator, device=device)
+        return apply_fm_ratio(t, r, self.fm_ratio.value(step), generator=generator)
+
+    def drop_labels(self, y: Tensor | None, batch: int, generator, device) -> tuple[Tensor | None, Tensor]:
+        """Labels with a fraction label_dropout replaced by the null label, and the dropped mask."""
+        if y is None or self.null_label == 0:  # unconditional: every sample is already "null"
+            return y, torch.ones(batch, dtype=torch.bool, device=device)
+        dropped = torch.rand(batch, generator=generator, device=device) < self.config.label_dropout
+        return torch.where(dropped, torch.full_like(y, self.null_label), y), dropped
+
+    def draw(self, x: Tensor, y: Tensor | None, step: int, generator=None) -> DrawnBatch:
+        """All the randomness of one step: noise, times, and label dropout."""
+        batch, device = x.shape[0], x.device
+        e = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+        t, r = self.sample_times(batch, step, generator, device)
+        labels, dropped = self.drop_labels(y, batch, generator, device)
+        return DrawnBatch(e, t.to(x.dtype), r.to(x.dtype), labels, dropped)
+
+    def forward(self, x: Tensor, y: Tensor | None = None, step: int = 0, generator=None) -> tuple[Tensor, dict]:
+        return self.loss(x, self.draw(x, y, step, generator), step)
+
+    def loss(self, x: Tensor, drawn: DrawnBatch, step: int) -> tuple[Tensor, dict]:
+        """The loss for data x given the step's randomness (split from ``draw`` so tests and the gradient
+        analysis can fix the noise and times)."""
+        loss, parts = self.loss_terms(x, drawn, step)
+        return loss, parts.metrics()
+
+    def loss_terms(self, x: Tensor, drawn: DrawnBatch, step: int) -> tuple[Tensor, "LossTerms"]:
+        e, t, r, labels = drawn.noise, drawn.t, drawn.r, drawn.labels
+        z_t = per_sample(1 - t, x) * x + per_sample(t, x) * e
+        v = e - x
+        alpha = self.alpha_schedule.per_sample(step, t, r).to(x.dtype)
+        alpha = torch.where(r == t, torch.ones_like(alpha), alpha)
+
+        # Targets in fp32 with autocast off: the JVP and the target are precision-sensitive.
+        with torch.autocast(device_type=x.device.type, enabled=False), torch.no_grad():
+            s = alpha * r + (1 - alpha) * t
+            ctx = ShiftContext(z_t, r, t, s, v, labels, drawn.dropped, self.null_label, self.target_net)
+            v_shift = self.shift(ctx)
+            target = alpha_target_parts(
+                ConditionedVelocity(self.target_net, labels), z_t, r, t, alpha, v_shift,
+                jvp=self.config.jvp, clamp=self.config.target_clamp,
+            )
+
+        pred = ConditionedVelocity(self.net, labels)(z_t, r, t)
+        pred = pred.to(torch.promote_types(pred.dtype, torch.float32))  # the loss in fp32 (or fp64) under autocast
+        sq_err = (pred - target.u_tgt.to(pred.dtype)).pow(2).flatten(1).mean(1)
+        weight = self.weighting(alpha, sq_err.detach(), t, r).detach()
+        loss = (weight * sq_err).mean()
+        return loss, LossTerms(pred, v_shift, target, alpha, t, r, sq_err, weight, self.alpha_schedule.value(step))
+
+
+@dataclass
+class DrawnBatch:
+    """The random draws of one training step."""
+
+    noise: Tensor
+    t: Tensor
+    r: Tensor
+    labels: Tensor | None  # after label dropout
+    dropped: Tensor  # bool (B,)
+
+
+@dataclass
+class LossTerms:
+    """What one loss evaluation produced; ``decomposition()`` keeps the graph to ``pred``."""
+
+    pred: Tensor
+    v_shift: Tensor
+    target: AlphaTarget
+    alpha: Tensor
+    t: Tensor
+    r: Tensor
+    sq_err: Tensor
+    weight: Tensor
+    alpha_step: float
+
+    def decomposition(self) -> tuple[Tensor, Tensor]:
+        return loss_decomposition(self.pred, self.v_shift, self.target, self.alpha, self.t, self.r)
+
+    def metrics(self) -> dict[str, Tensor]:
+        with torch.no_grad():
+            l_tfm, l_tc = self.decomposition()
+            return {
+                "loss": (self.weight * self.sq_err).mean().detach(),
+                "mse": self.sq_err.detach().mean(),
+                "alpha": self.alpha.mean(),
+                "alpha_step": torch.tensor(self.alpha_step),
+                "fm_ratio": (self.r == self.t).float().mean(),
+                "L_TFM": l_tfm.mean(),
+                "L_TC": l_tc.mean(),
+            }

@@ -1,0 +1,67 @@
+"""Per-sample loss weights w(alpha, ||Delta||^2, t, r), always detached.
+
+||Delta||^2 is the per-sample *mean* over elements (DESIGN.md §1), so c is on the per-element scale.
+Which preset uses which: flow_matching, trajectory_fm, shortcut -> uniform; meanflow -> adaptive;
+alphaflow -> alpha_adaptive (the official code); consistency -> consistency.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from flowzoo.registry import WEIGHTINGS
+
+
+def _inverse_alpha(alpha: Tensor) -> Tensor:
+    # alpha = 0 is the limit taken analytically (the JVP target), where the 1/alpha is already absorbed.
+    return torch.where(alpha > 0, 1.0 / alpha.clamp(min=1e-12), torch.ones_like(alpha))
+
+
+@WEIGHTINGS.register("uniform")
+class Uniform:
+    """w = 1: plain mean squared error."""
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        return torch.ones_like(alpha)
+
+
+@WEIGHTINGS.register("inverse_alpha")
+class InverseAlpha:
+    """w = 1/alpha: the paper's L_alpha, whose gradient tends to MeanFlow's as alpha -> 0 (error O(alpha))."""
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        return _inverse_alpha(alpha)
+
+
+@WEIGHTINGS.register("adaptive")
+class Adaptive:
+    """w = sg(1 / (||Delta||^2 + c)^p), MeanFlow's adaptive loss weighting (Geng et al. 2025, Sec. 4.3)."""
+
+    def __init__(self, c: float = 1e-3, p: float = 1.0):
+        self.c, self.p = float(c), float(p)
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        return 1.0 / (sq_err.detach() + self.c).pow(self.p)
+
+
+@WEIGHTINGS.register("alpha_adaptive")
+class AlphaAdaptive(Adaptive):
+    """The official alpha-Flow code: w = sg(alpha / (||Delta||^2 + c)^p) for alpha > 0, MeanFlow's adaptive
+    weight at alpha = 0 (and so also for alpha = 1, flow-matching samples: 1/(||Delta||^2 + c)^p)."""
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        scale = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+        return scale * super().__call__(alpha, sq_err, t, r)
+
+
+@WEIGHTINGS.register("consistency")
+class ConsistencyWeight:
+    """w = t / alpha: consistency training's ||f(z_t) - f-(z_s)||^2 / (t - s) in the average-velocity form.
+
+    With r = 0, f(z, t) = z - t u(z, 0, t) and t - s = alpha t, so ||f - f_tgt||^2 = t^2 ||Delta||^2 and
+    dividing by the step t - s gives (t / alpha) ||Delta||^2 (ECT's 1/(t - r) weighting, squared L2).
+    """
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        return t * _inverse_alpha(alpha)
