@@ -1,0 +1,45 @@
+"""Evaluation metrics, registered in METRICS: "toy2d" (2-D toys) and "digits" (8x8 digits).
+
+Contract (see base.py): `metric = create_metric(name, seed=0, ...)`;
+`metric(generated, labels, dataset) -> dict[str, float]`; `metric.reference(dataset) -> dict[str, float]`
+with keys "<reference set>/<key>" (the noise floor and other reference points, measured the same way).
+"""
+
+from __future__ import annotations
+
+from flowzoo.eval.base import Metric
+from flowzoo.eval.digits_metrics import DigitsMetrics, balanced_labels, nearest_distances
+from flowzoo.eval.frechet import frechet_distance, gaussian_stats
+from flowzoo.eval.plots import save_image_grid, save_toy_scatter
+from flowzoo.eval.toy_metrics import ToyMetrics, mmd_rbf, mode_coverage, sliced_wasserstein
+from flowzoo.registry import METRICS
+
+__all__ = [
+    "Metric", "ToyMetrics", "DigitsMetrics", "create_metric", "metrics_for", "sliced_wasserstein", "mmd_rbf",
+    "mode_coverage", "frechet_distance", "gaussian_stats", "nearest_distances", "balanced_labels", "DigitsClassifier",
+    "load_digits_classifier", "train_digits_classifier", "save_image_grid", "save_toy_scatter",
+]
+
+
+def __getattr__(name: str):
+    # Lazy: importing digits_classifier here would make `python -m flowzoo.eval.digits_classifier` warn.
+    if name in ("DigitsClassifier", "load_digits_classifier", "train_digits_classifier"):
+        from flowzoo.eval import digits_classifier
+
+        return getattr(digits_classifier, name)
+    raise AttributeError(f"module 'flowzoo.eval' has no attribute {name!r}")
+
+
+def create_metric(name: str, **kwargs) -> Metric:
+    """The metric registered as `name`, constructed with kwargs (e.g. seed=0)."""
+    return METRICS.get(name)(**kwargs)
+
+
+def metrics_for(dataset, **kwargs) -> dict[str, Metric]:
+    """Every registered metric that supports `dataset`, by name, each constructed with kwargs."""
+    found = {}
+    for name in METRICS.names():
+        metric = METRICS.get(name)(**kwargs)
+        if metric.supports(dataset):
+            found[name] = metric
+    return found

@@ -1,0 +1,150 @@
+"""A small CNN for 8x8 digits: the feature extractor (64-d) and judge behind the digits metrics.
+
+Trained on the digits TRAIN split only (1,497 images; the 300 held-out images are used once, after
+training, to report accuracy; nothing is selected on them). Shipped as safetensors (loading never runs
+code) next to a JSON record of the command, seed, held-out accuracy, torch version and the weights'
+sha256, which `load_digits_classifier` checks. Rebuild the shipped files with
+
+    python -m flowzoo.eval.digits_classifier --out flowzoo/assets/digits_classifier.safetensors --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "digits_classifier.safetensors"
+FEATURE_DIM = 64
+
+
+class DigitsClassifier(nn.Module):
+    """conv32-conv64-pool-conv64-pool -> 256 -> Linear -> ReLU = 64-d features -> Linear -> 10 logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 64, 3, padding=1)
+        self.fc = nn.Linear(64 * 2 * 2, FEATURE_DIM)
+        self.head = nn.Linear(FEATURE_DIM, 10)
+        self.dropout = nn.Dropout(0.3)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 8, 8) in [-1, 1] -> (N, 64) penultimate activations (the Frechet-distance space)."""
+        h = F.relu(self.conv1(x))
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        h = F.max_pool2d(F.relu(self.conv3(h)), 2)
+        return F.relu(self.fc(h.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to one pixel (pad with background -1, random 8x8 crop): cheap augmentation."""
+    padded = F.pad(x, (1, 1, 1, 1), value=-1.0)
+    dx, dy = torch.randint(0, 3, (2, len(x)), generator=gen)
+    rows = (torch.arange(8)[None, :] + dy[:, None])[:, None, :, None].expand(-1, 1, 8, 10)
+    padded = padded.gather(2, rows)
+    cols = (torch.arange(8)[None, :] + dx[:, None])[:, None, None, :].expand(-1, 1, 8, 8)
+    return padded.gather(3, cols)
+
+
+@torch.no_grad()
+def accuracy(model: DigitsClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    return (model(x).argmax(dim=1) == y).float().mean().item()
+
+
+def train_digits_classifier(out_path: str | Path = DEFAULT_PATH, seed: int = 0, epochs: int = 40,
+                            batch_size: int = 64, lr: float = 2e-3) -> dict:
+    """Train on the train split, write `out_path` (safetensors) and its `.json` record; return the record."""
+    from safetensors.torch import save_file
+
+    from flowzoo.data.digits import Digits, split_fingerprint
+
+    data = Digits()
+    x, y = data.train_tensors()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.random.fork_rng(devices=[]):  # do not disturb the caller's global RNG
+            torch.manual_seed(seed)
+            model = DigitsClassifier()
+            gen = torch.Generator().manual_seed(seed)
+            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+            steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+            for _ in range(epochs):
+                model.train()
+                for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+                    loss = F.cross_entropy(model(_shift(x[idx], gen)), y[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    model.eval()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_path))
+    record = {
+        "command": f"python -m flowzoo.eval.digits_classifier --out {out_path.as_posix()} --seed {seed} --epochs {epochs}",
+        "seed": seed,
+        "epochs": epochs,
+        "train_accuracy": round(accuracy(model, x, y), 6),
+        "heldout_accuracy": round(accuracy(model, *data.heldout_tensors()), 6),
+        "num_train": len(x),
+        "num_heldout": len(data.heldout_tensors()[1]),
+        "heldout_split_sha256": split_fingerprint(),
+        "torch_version": torch.__version__,
+        "sha256": _sha256(out_path),
+    }
+    out_path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def load_digits_classifier(path: str | Path = DEFAULT_PATH) -> DigitsClassifier:
+    """The classifier in eval mode, after checking the weights' sha256 against the JSON record."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    record_path = path.with_suffix(".json")
+    rebuild = f"python -m flowzoo.eval.digits_classifier --out {path} --seed 0"
+    if not path.exists() or not record_path.exists():
+        raise FileNotFoundError(f"digits classifier weights or record missing at {path}; rebuild them with `{rebuild}`.")
+    expected = json.loads(record_path.read_text())["sha256"]
+    if _sha256(path) != expected:
+        raise ValueError(f"digits classifier {path} does not match the sha256 in {record_path.name}; rebuild with `{rebuild}`.")
+    model = DigitsClassifier()
+    model.load_state_dict(load_file(str(path)))
+    return model.eval().requires_grad_(False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train the digits feature classifier on the train split.")
+    parser.add_argument("--out", default=str(DEFAULT_PATH), help="output .safetensors path (a .json is written beside it)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=40)
+    args = parser.parse_args(argv)
+    record = train_digits_classifier(args.out, seed=args.seed, epochs=args.epochs)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
