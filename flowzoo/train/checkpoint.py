@@ -1,0 +1,145 @@
+"""Crash-safe checkpoints: ``out_dir/checkpoints/latest.pt`` plus periodic ``step-XXXXXXXX.pt``.
+
+A write goes to a temp file in the same directory, is flushed and fsync'ed, then ``os.replace``d over
+the destination and the directory is fsync'ed: a reader (or a resumed run) sees the old file or the
+new one, never a torn one, whenever the writer is killed. Temp files left by a killed writer start
+with ``.`` and contain ``.tmp-``; ``clean_stale_temps`` removes them and nothing else reads them.
+
+Checkpoints hold only tensors and plain python containers / numbers / strings, so they load with
+``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LATEST = "latest.pt"
+PERIODIC = re.compile(r"^step-(\d{8,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used to resume this run; the message says what to do."""
+
+
+def checkpoint_dir(out_dir: str | os.PathLike) -> Path:
+    return Path(out_dir) / "checkpoints"
+
+
+def periodic_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (e.g. Windows), hence best effort.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """The commit point of an atomic write (a seam the crash tests patch to pause here)."""
+    os.replace(tmp, path)
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save ``obj`` to ``path`` so that ``path`` is always either the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_copy(src: Path, path: Path) -> Path:
+    """Copy ``src`` over ``path`` atomically (same protocol as ``atomic_save``)."""
+    tmp = _temp_path(path)
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, length=16 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def clean_stale_temps(directory: Path) -> list[Path]:
+    """Remove temp files of interrupted writes (only ever called by the single writer, rank 0)."""
+    removed = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if p.name.startswith(".") and ".tmp-" in p.name:
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def periodic_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the periodic checkpoints, oldest first."""
+    found = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            m = PERIODIC.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def write_checkpoint(out_dir: str | os.PathLike, state: dict, step: int, periodic: bool, keep_last: int) -> Path:
+    """Write latest.pt (and step-XXXXXXXX.pt when ``periodic``), then prune to ``keep_last`` periodic ones."""
+    directory = checkpoint_dir(out_dir)
+    latest = directory / LATEST
+    if periodic and keep_last > 0:
+        # Serialise once; latest.pt is an atomic copy of the periodic file.
+        step_path = atomic_save(state, directory / periodic_name(step))
+        atomic_copy(step_path, latest)
+        for _, old in periodic_checkpoints(directory)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    else:
+        atomic_save(state, latest)
+    return latest
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint without unpickling code (weights_only=True)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); delete it to resume from "
+            f"an older periodic checkpoint (copy one of step-*.pt to latest.pt) or start over."
+        ) from exc
+
+
+def find_latest(out_dir: str | os.PathLike) -> Path | None:
+    path = checkpoint_dir(out_dir) / LATEST
+    return path if path.is_file() else None

@@ -1,0 +1,208 @@
+"""The training loop: one function that reads top to bottom (after EDM2's ``training_loop``).
+
+    state = train(TrainOptions(out_dir="runs/x", steps=1000, batch_size=64), net, objective, dataset)
+
+To resume, run the same command again: ``train`` continues from ``out_dir/checkpoints/latest.pt``
+and, on CPU, ends bit for bit where an uninterrupted run would have. What makes that true:
+  - every step's randomness (noise, times, label dropout) comes from a generator seeded with
+    (seed, rank, step), never from a global RNG, so it does not depend on how the run got there;
+  - the data stream is a pure function of (seed, position) and its position is checkpointed;
+  - schedules (alpha, fm_ratio, LR warm-up, EMA ramp-up) are pure functions of the step.
+Under torchrun each rank trains on batch_size / world_size samples and DDP averages the gradients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from flowzoo.train import checkpoint, distributed
+from flowzoo.train.ema import EMA
+from flowzoo.train.metrics import MetricsLog, MetricWindow
+from flowzoo.train.options import TrainOptions
+from flowzoo.train.progress import TrainProgress
+from flowzoo.train.state import TrainState, checkpoint_contents, restore, rng_state
+
+Hook = Callable[[int, TrainState], None]
+
+# Tags keep the seed families of the objective's draws and of the data apart.
+OBJECTIVE_SEED, DATA_SEED = 1, 2
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient stayed non-finite for max_nonfinite steps in a row; the message is one sentence."""
+
+
+def mix_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (a hash, so neighbouring keys give unrelated streams)."""
+    digest = hashlib.blake2b(",".join(str(int(k)) for k in keys).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def learning_rate(options: TrainOptions, step: int) -> float:
+    """Linear warm-up over warmup_steps (lr/warmup at the first step), then constant."""
+    if options.warmup_steps > 0:
+        return options.lr * min(1.0, (step + 1) / options.warmup_steps)
+    return options.lr
+
+
+def open_stream(data, batch_size: int, seed: int, env: distributed.DistEnv):
+    """This rank's DataStream: ``data`` is a stream already (built for this rank) or a dataset."""
+    if hasattr(data, "next") and hasattr(data, "state_dict"):
+        return data
+    if not hasattr(data, "stream"):
+        raise TypeError(f"train() needs a data stream (next/state_dict) or a dataset (stream), not {type(data).__name__}.")
+    params = inspect.signature(data.stream).parameters
+    if "rank" in params and "world_size" in params:  # flowzoo.data: the dataset splits the world itself
+        return data.stream(batch_size, seed, rank=env.rank, world_size=env.world_size)
+    return data.stream(batch_size, seed if env.world_size == 1 else mix_seed(DATA_SEED, seed, env.rank))
+
+
+def clip_gradients(params: list[nn.Parameter], max_norm: float | None) -> torch.Tensor:
+    """The global gradient norm before clipping (clipping to max_norm when it is set)."""
+    if max_norm is None:
+        grads = [p.grad for p in params if p.grad is not None]
+        if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+            return torch.nn.utils.get_total_norm(grads)
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def train(
+    options: TrainOptions,
+    net: nn.Module,
+    objective: nn.Module,
+    data,
+    hooks: Iterable[Hook] = (),
+) -> TrainState:
+    """Train ``net`` with ``objective`` (built around ``net``) on ``data``; returns the final TrainState.
+
+    data: a DataStream for this rank (``next() -> (x, y)``, ``state_dict``, ``load_state_dict``) yielding
+        batches of batch_size / world_size, or a dataset whose ``stream(batch_size, seed, ...)`` builds one.
+    hooks: ``hook(step, state)`` called on every rank every sample_every steps and once at the end (e.g.
+        to write sample grids from ``state.ema_net``); write files only where ``state.is_main``.
+    Raises TrainingDiverged after max_nonfinite non-finite steps in a row (the last checkpoint is intact).
+    """
+    opts = options
+    hooks = list(hooks)
+    if getattr(objective, "net", net) is not net:
+        raise ValueError("the objective was built around another network; pass the network it trains as `net`.")
+    if not opts.ema_halflives and getattr(getattr(objective, "config", None), "target_network", None) == "ema":
+        raise ValueError("this objective takes its target from the EMA network but ema_halflives is empty; give one.")
+
+    with distributed.session(opts.device) as env:  # joins torchrun's world; destroys the group on exit
+        if opts.batch_size % env.world_size:
+            raise ValueError(f"batch_size {opts.batch_size} is not divisible by the {env.world_size} processes; "
+                             f"pick a multiple of {env.world_size}.")
+        local_batch = opts.batch_size // env.world_size
+        device = env.device
+
+        # Network, EMA(s), optimizer, data.
+        net.to(device).train()
+        objective.to(device)
+        emas = [EMA(net, halflife, opts.ema_rampup_ratio) for halflife in opts.ema_halflives]
+        if emas and hasattr(objective, "set_target_network"):
+            objective.set_target_network(emas[0].net)  # read by presets with target_network="ema" (Shortcut)
+        optimizer = torch.optim.Adam(net.parameters(), lr=opts.lr, betas=opts.betas, eps=opts.eps,
+                                     weight_decay=opts.weight_decay)
+        stream = open_stream(data, local_batch, opts.seed, env)
+        state = TrainState(opts, net, emas, optimizer, rank=env.rank, world_size=env.world_size)
+
+        # Resume: the same command continues from checkpoints/latest.pt.
+        ckpt_dir = checkpoint.checkpoint_dir(opts.out_dir)
+        latest = checkpoint.find_latest(opts.out_dir)
+        if latest is not None:
+            restore(state, checkpoint.load_checkpoint(latest), stream, latest)
+        if env.is_main:
+            checkpoint.clean_stale_temps(ckpt_dir)
+
+        def save() -> None:
+            rank_states = distributed.gather_objects({"rng": rng_state(), "data": stream.state_dict()}, env)
+            if env.is_main:
+                periodic = state.step % opts.checkpoint_every == 0
+                checkpoint.write_checkpoint(opts.out_dir, checkpoint_contents(state, objective, rank_states),
+                                            state.step, periodic, opts.keep_last)
+            state.last_checkpoint_step = state.step
+
+        model = distributed.wrap_objective(objective, env)  # DDP around the objective, never the bare network
+        if opts.compile:
+            model = torch.compile(model)
+        bf16 = opts.precision == "bf16" or (opts.precision == "auto" and device.type == "cuda")
+        params = [p for p in net.parameters() if p.requires_grad]
+        window = MetricWindow(device)
+        window_start, window_steps = time.perf_counter(), 0
+        with (MetricsLog(state.out_dir / "metrics.jsonl", state.step, enabled=env.is_main) as log,
+              TrainProgress(opts.steps, state.step, quiet=opts.quiet or not env.is_main) as progress):
+            while state.step < opts.steps:
+                k = state.step
+                x, y = stream.next()
+                if x.shape[0] != local_batch:
+                    raise ValueError(f"the data stream yields batches of {x.shape[0]} but this rank needs batch_size"
+                                     f" / world_size = {local_batch}; build the stream with that batch size.")
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                lr = learning_rate(opts, k)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+
+                # Step k's randomness depends on (seed, rank, k) only, so a resumed run redraws it exactly.
+                generator = torch.Generator(device).manual_seed(mix_seed(OBJECTIVE_SEED, opts.seed, env.rank, k))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss, metrics = model(x, y, k, generator)  # the objective computes its target in fp32
+                loss.backward()
+                grad_norm = clip_gradients(params, opts.grad_clip)
+
+                # One host sync per step: a non-finite step must reach neither Adam nor the EMA, on any rank.
+                if distributed.all_ok(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm), env):
+                    optimizer.step()
+                    for ema in emas:
+                        ema.update(net, k + 1)
+                    state.nonfinite_in_a_row = 0
+                    window.add({**metrics, "grad_norm": grad_norm})
+                else:
+                    state.nonfinite_in_a_row += 1
+                    state.skipped_steps += 1
+                optimizer.zero_grad(set_to_none=True)
+                state.step = k + 1
+                window_steps += 1
+                progress.advance(state.step)
+
+                if state.nonfinite_in_a_row >= opts.max_nonfinite:
+                    raise TrainingDiverged(diverged_message(state, ckpt_dir))
+
+                if state.step % opts.log_every == 0 or state.step == opts.steps:
+                    now = time.perf_counter()
+                    state.wall_time += now - window_start
+                    state.metrics = {"step": state.step, "images_seen": state.images_seen, **window.means(env),
+                                     "lr": lr, "steps_per_s": window_steps / max(now - window_start, 1e-9),
+                                     "wall_time": state.wall_time, "skipped_steps": state.skipped_steps}
+                    log.write(state.metrics)
+                    progress.report(state.step, state.metrics, final=state.step == opts.steps)
+                    window_start, window_steps = now, 0
+
+                # No checkpoint inside a non-finite streak: latest.pt stays the last good state.
+                if state.step % opts.checkpoint_every == 0 and state.nonfinite_in_a_row == 0:
+                    save()
+                if state.step % opts.sample_every == 0 and state.step < opts.steps:
+                    for hook in hooks:
+                        hook(state.step, state)
+
+            if state.last_checkpoint_step != state.step:
+                save()
+            for hook in hooks:
+                hook(state.step, state)
+        del model  # drop the DDP reducer before the process group goes
+    return state
+
+
+def diverged_message(state: TrainState, ckpt_dir) -> str:
+    """The one sentence TrainingDiverged carries (the CLI prints it and exits non-zero)."""
+    where = (f"{ckpt_dir / checkpoint.LATEST} (step {state.last_checkpoint_step})"
+             if state.last_checkpoint_step is not None else "not written yet (no checkpoint step was reached)")
+    return (f"Training stopped at step {state.step}: the loss or gradient was non-finite for "
+            f"{state.nonfinite_in_a_row} steps in a row, so those steps were skipped and the last good "
+            f"checkpoint, {where}, is intact; lower lr or raise grad_clip and rerun to resume from it.")
