@@ -28,6 +28,21 @@ class LogitNormalPairs:
         return _sorted_pair(a, b)
 
 
+@TIME_SAMPLERS.register("logit_normal_single")
+class LogitNormalSingle:
+    """One draw t ~ sigmoid(N(mean, std)) and r = t: flow matching's time density (SD3's logit-normal).
+
+    The pair sampler's t is the larger of two draws (skewed toward noise); pure flow matching wants
+    the marginal itself."""
+
+    def __init__(self, mean: float = -0.4, std: float = 1.0):
+        self.mean, self.std = float(mean), float(std)
+
+    def __call__(self, batch_size: int, *, generator=None, device=None) -> tuple[Tensor, Tensor]:
+        t = torch.sigmoid(torch.randn(batch_size, generator=generator, device=device) * self.std + self.mean)
+        return t, t.clone()
+
+
 @TIME_SAMPLERS.register("uniform")
 class UniformPairs:
     """Two independent draws U(0, 1); t = max, r = min."""

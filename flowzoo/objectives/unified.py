@@ -170,11 +170,13 @@ class LossTerms:
     def metrics(self) -> dict[str, Tensor]:
         with torch.no_grad():
             l_tfm, l_tc = self.decomposition()
+            bootstrapped = self.r < self.t  # the r = t samples have alpha = 1 by construction
+            alpha_batch = self.alpha[bootstrapped].mean() if bool(bootstrapped.any()) else self.alpha.new_tensor(1.0)
             return {
                 "loss": (self.weight * self.sq_err).mean().detach(),
                 "mse": self.sq_err.detach().mean(),
-                "alpha": self.alpha.mean(),
-                "alpha_step": torch.tensor(self.alpha_step),
+                "alpha": self.alpha.new_tensor(self.alpha_step),  # the schedule's value this step
+                "alpha_batch": alpha_batch,  # mean alpha over the r < t samples (differs for per-sample schedules)
                 "fm_ratio": (self.r == self.t).float().mean(),
                 "L_TFM": l_tfm.mean(),
                 "L_TC": l_tc.mean(),

@@ -15,13 +15,17 @@ from flowzoo.objectives.unified import ObjectiveConfig, UnifiedObjective
 from flowzoo.registry import OBJECTIVES
 
 
-def register_preset(name: str, config: ObjectiveConfig, doc: str) -> Callable[..., UnifiedObjective]:
+def register_preset(
+    name: str, config: ObjectiveConfig, doc: str, sampler: str = "meanflow"
+) -> Callable[..., UnifiedObjective]:
+    """Register ``name`` as ``config`` of the unified objective; ``sampler`` is the one its samples use."""
     def build(net: nn.Module, total_steps: int | None = None, **overrides) -> UnifiedObjective:
         return UnifiedObjective(net, config.replace(**overrides), total_steps=total_steps)
 
     build.__name__ = name
     build.__doc__ = doc
     build.default_config = config  # type: ignore[attr-defined]
+    build.default_sampler = sampler  # type: ignore[attr-defined]
     OBJECTIVES.add(name, build)
     return build
 

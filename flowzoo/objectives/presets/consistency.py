@@ -15,4 +15,5 @@ consistency = register_preset(
     r = 0 and f(z_t, t) = z_t - t u(z_t, 0, t). alpha = (t - t')/t makes s = t' and the two-point target
     z_t - t u_tgt = f-(z_t', t'): discrete CT; ECT's shrinking step sends alpha -> 0 over training, which
     is continuous-time CT. Weighted t/alpha = t^2/(t - t'), ECT's 1/(t - r) with squared L2.""",
+    sampler="consistency",  # x0 = z_t - t u(z_t, 0, t), re-noised between steps
 )
