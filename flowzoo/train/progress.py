@@ -25,9 +25,6 @@ def format_duration(seconds: float) -> str:
 
 
 def format_stats(stats: dict[str, float]) -> str:
-    # The objective's "alpha" metric averages alpha over the batch, flow-matching samples (alpha = 1)
-    # included; the schedule's alpha ("alpha_step") is the number a person follows, so show that.
-    stats = {**stats, "alpha": stats["alpha_step"]} if "alpha_step" in stats else stats
     parts = [f"{k} {stats[k]:.4g}" for k in SHOWN if k in stats]
     if "steps_per_s" in stats:
         parts.append(f"{stats['steps_per_s']:.3g} steps/s")

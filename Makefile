@@ -1,0 +1,23 @@
+# The two set-up commands of the README. Each creates .venv and installs what it needs on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned here (not in pyproject, which keeps a range for GPU users): this pair installs
+# from the machine's local wheel cache; any other torch request downloads gigabytes.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test install
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(VENV)/bin/flowzoo run --objective alphaflow --schedule sigmoid
+
+test: $(VENV)/.installed
+	$(PY) -m pytest tests

@@ -1,0 +1,145 @@
+"""The `flowzoo` command: run, sample, eval, list.
+
+Every error a user can make (a config key, a name, a path) ends in one sentence on stderr and exit
+code 2; a run that diverges ends with exit code 1 and its last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flowzoo.config import ConfigError
+from flowzoo.registry import ALL_REGISTRIES, RegistryError
+
+app = typer.Typer(
+    help="flowzoo: train, sample and evaluate few-step generative models (FM, Shortcut, MeanFlow, CT, alpha-Flow).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, soft_wrap=True)  # one sentence stays one line
+out = Console()
+
+
+class UserError(Exception):
+    """Bad input from the command line; printed as one sentence, exit code 2."""
+
+
+@app.command()
+def run(
+    objective: Optional[str] = typer.Option(None, help="Registered objective (preset): alphaflow, meanflow, flow_matching, shortcut, consistency, trajectory_fm, or a plugin's. Default: alphaflow."),
+    schedule: Optional[str] = typer.Option(None, help="Alpha schedule for the objective: constant, step, linear, cosine, sigmoid, ct_discrete (configs/schedule/NAME.yaml holds its arguments)."),
+    backbone: Optional[str] = typer.Option(None, help="Registered backbone, e.g. mlp, DiT-tiny/2, DiT-B/2. Default: the one configs/data/DATA.yaml names."),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits (default, built in), toy:checkerboard, toy:8gaussians, toy:moons, toy:spirals."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (optimizer updates). Default: the data config's budget."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (split over ranks under torchrun)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for the model, the data order and every step's noise. Default 0."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory. Default runs/OBJECTIVE[-SCHEDULE]-DATA-sSEED. Re-running the same command there resumes."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Experiment YAML merged over the defaults (configs/experiment/*.yaml)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override one value, key=value with a dotted key, e.g. --set train.lr=3e-4 (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, only the final summary."),
+) -> None:
+    """Train an objective and evaluate it; write config, metrics, checkpoints, samples and result.json."""
+    from flowzoo.config import resolve
+    from flowzoo.pipeline.run import run_experiment
+
+    cfg = resolve(
+        objective=objective, schedule=schedule, backbone=backbone, data=data, config_file=str(config) if config else None,
+        sets=set_ or [], flags={"train.steps": steps, "train.batch_size": batch_size, "seed": seed,
+                                "out": str(out_dir) if out_dir else None},
+    )
+    run_experiment(cfg, schedule_name=schedule, quiet=quiet, console=out)
+
+
+@app.command("list")
+def list_(kind: Optional[str] = typer.Argument(None, help="Only this kind: " + ", ".join(ALL_REGISTRIES) + ".")) -> None:
+    """Show what is registered, by kind, and where each entry comes from (flowzoo or a plugin)."""
+    kinds = [kind] if kind else list(ALL_REGISTRIES)
+    for k in kinds:
+        if k not in ALL_REGISTRIES:
+            raise UserError(f"unknown kind '{k}'; valid: {', '.join(ALL_REGISTRIES)}.")
+        registry = ALL_REGISTRIES[k]
+        table = Table(title=f"{k} ({registry.group})", show_lines=False)
+        table.add_column("name")
+        table.add_column("from")
+        table.add_column("summary")
+        for entry in registry.entries():
+            doc = (getattr(entry.obj, "__doc__", None) or "").strip().splitlines()
+            table.add_row(entry.name, entry.source, doc[0] if doc else "")
+        out.print(table)
+        for name, why in registry.failed_plugins.items():
+            err.print(f"[yellow]plugin '{name}' failed to import: {why}[/yellow]")
+
+
+@app.command()
+def sample(
+    checkpoint: Path = typer.Option(..., help="A checkpoint (.pt) written by flowzoo run (checkpoints/latest.pt)."),
+    nfe: int = typer.Option(1, help="Network evaluations (steps of the sampler)."),
+    sampler: Optional[str] = typer.Option(None, help="Registered sampler: meanflow, consistency, euler, heun. Default: the objective's."),
+    num_samples: int = typer.Option(100, "--num-samples", help="How many samples."),
+    guidance: float = typer.Option(1.0, help="Test-time classifier-free guidance scale (1 = none; CFG-trained models need none)."),
+    seed: int = typer.Option(0, help="Seed of the noise."),
+    ema: int = typer.Option(0, help="Which EMA to sample from (index into train.ema_halflives); -1 for the raw weights."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Output stem; writes STEM.png and STEM.npz. Default: next to the run's samples/."),
+) -> None:
+    """Sample a trained model: a PNG grid (or scatter for 2-D toys) and an .npz with samples and labels."""
+    from flowzoo.pipeline.sample import sample_checkpoint
+
+    png, npz = sample_checkpoint(checkpoint, nfe=nfe, sampler=sampler, num_samples=num_samples, guidance=guidance,
+                                 seed=seed, ema_index=ema, out_stem=out_path)
+    out.print(f"wrote {png} and {npz}")
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Path = typer.Option(..., help="A checkpoint (.pt) written by flowzoo run."),
+    nfe: List[int] = typer.Option([1, 2], help="NFEs to evaluate (repeatable)."),
+    sampler: Optional[str] = typer.Option(None, help="Registered sampler. Default: the objective's."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Samples per evaluation. Default: the run's eval.num_samples."),
+    seed: int = typer.Option(0, help="Seed of the noise and the metrics."),
+    ema: int = typer.Option(0, help="Which EMA to evaluate; -1 for the raw weights."),
+) -> None:
+    """Evaluate a checkpoint with every metric that supports its data; prints a table and writes JSON beside it."""
+    from flowzoo.pipeline.sample import evaluate_checkpoint
+
+    evaluate_checkpoint(checkpoint, nfes=nfe, sampler=sampler, num_samples=num_samples, seed=seed, ema_index=ema, console=out)
+
+
+def main() -> None:
+    from flowzoo.train import TrainingDiverged
+
+    try:
+        app(standalone_mode=False)
+    except (UserError, ConfigError, RegistryError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    except ValueError as exc:  # our validation errors are one sentence; a library's usually too
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    except TrainingDiverged as exc:
+        err.print(f"[red]stopped:[/red] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted; re-run the same command to resume from the last checkpoint.")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

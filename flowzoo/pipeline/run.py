@@ -1,0 +1,163 @@
+"""`flowzoo run`: a resolved config -> a run directory with a trained model and its evaluation.
+
+    OUT/config.yaml        the resolved config (what to pass to --config to run it again)
+    OUT/metrics.jsonl      training metrics, one line per log step
+    OUT/checkpoints/       latest.pt and periodic step-XXXXXXXX.pt (re-running the command resumes)
+    OUT/samples/           PNG grids (or toy scatter plots) during training and at 1 and 2 NFE
+    OUT/result.json        metrics keyed by "sampler@nfe", reference points, provenance
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from flowzoo.backbones import create_backbone
+from flowzoo.config import ConfigError, build_dataclass, config_hash
+from flowzoo.data import create_dataset, parse_data_name
+from flowzoo.objectives import create_objective
+from flowzoo.pipeline.evaluate import evaluate, generate, write_samples_figure
+from flowzoo.pipeline.provenance import provenance
+from flowzoo.pipeline.records import atomic_write_text, write_json
+from flowzoo.registry import OBJECTIVES, SAMPLERS
+from flowzoo.train import TrainOptions, train
+
+
+@dataclass
+class EvalOptions:
+    samplers: dict | None = None  # {sampler: [nfe, ...]}; None: the objective's own sampler at 1 and 2 NFE
+    num_samples: int = 300  # samples per (sampler, NFE); metrics compare against floors of the same size
+    guidance: float = 1.0  # test-time CFG scale (1 = none)
+    preview_every: bool = True  # write a sample grid at every train.sample_every
+
+
+def default_out(cfg: dict[str, Any], schedule_name: str | None) -> Path:
+    parts = [cfg["objective"]["name"]] + ([schedule_name] if schedule_name else [])
+    parts += [cfg["data"]["name"].replace(":", "-"), f"s{cfg['seed']}"]
+    return Path("runs") / "-".join(parts)
+
+
+def build_network(spec: dict[str, Any], dataset, seed: int) -> torch.nn.Module:
+    """The backbone sized for the dataset: sample_shape for MLPs, input_size/in_channels for DiTs."""
+    args = {k: v for k, v in spec.items() if k != "name"}
+    factory = _backbone_factory(spec["name"])
+    params = inspect.signature(factory).parameters
+    shape = tuple(dataset.sample_shape)
+    if "sample_shape" in params:
+        args.setdefault("sample_shape", shape)
+    elif "input_size" in params:
+        if len(shape) != 3:
+            raise ConfigError(f"backbone '{spec['name']}' takes images but {dataset.name} samples have shape {shape}; use --backbone mlp.")
+        args.setdefault("in_channels", shape[0])
+        args.setdefault("input_size", shape[-1])
+    args.setdefault("num_classes", dataset.num_classes)
+    torch.manual_seed(seed)  # the initial weights depend on the seed only
+    return create_backbone(spec["name"], **args)
+
+
+def _backbone_factory(name: str):
+    from flowzoo.registry import BACKBONES
+
+    return BACKBONES.get(name)
+
+
+def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
+    """Refuse to resume a run directory that holds a different experiment (its checkpoints are the user's)."""
+    saved = out / "config.yaml"
+    if saved.is_file():
+        previous = yaml.safe_load(saved.read_text()) or {}
+        if config_hash(previous) != config_hash(cfg):
+            raise ConfigError(
+                f"{out} holds a run with a different config (see {saved}); pass a different --out to start a new run."
+            )
+
+
+def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, quiet: bool = False,
+                   console: Console | None = None) -> dict[str, Any] | None:
+    console = console or Console()
+    cfg = dict(cfg)
+    cfg["data"] = {**cfg["data"], "name": parse_data_name(cfg["data"]["name"])}
+    out = Path(cfg.get("out") or default_out(cfg, schedule_name))
+    cfg["out"] = str(out)
+    seed = int(cfg["seed"])
+
+    dataset = create_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
+    train_values = {**cfg.get("train", {}), "out_dir": str(out), "seed": seed}
+    if quiet:
+        train_values["quiet"] = True
+    options = build_dataclass(TrainOptions, train_values, "train")
+    eval_options = build_dataclass(EvalOptions, dict(cfg.get("eval", {})), "eval")
+    objective_spec = dict(cfg["objective"])
+    objective_name = objective_spec.pop("name")
+    builder = OBJECTIVES.get(objective_name)
+    samplers = eval_options.samplers or {getattr(builder, "default_sampler", "meanflow"): [1, 2]}
+    for name in samplers:
+        SAMPLERS.get(name)
+
+    net = build_network(cfg["backbone"], dataset, seed)
+    objective = create_objective(objective_name, net, total_steps=options.steps, **objective_spec)
+    check_run_dir(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+
+    preview_sampler = next(iter(samplers))
+    hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.preview_every else []
+    state = train(options, net, objective, dataset, hooks=hooks)  # builds this rank's stream
+    if not state.is_main:
+        return None
+
+    evaluation = evaluate(state.ema_net, dataset, samplers, num_samples=eval_options.num_samples, seed=seed,
+                          samples_dir=out / "samples", guidance=eval_options.guidance)
+    record = {
+        "objective": objective_name,
+        "schedule": schedule_name,
+        "data": cfg["data"]["name"],
+        "backbone": cfg["backbone"]["name"],
+        "sampled_from": "ema[0]" if state.emas else "raw",
+        **evaluation,
+        "provenance": provenance(cfg, state),
+    }
+    write_json(out / "result.json", record)
+    print_summary(console, record, out)
+    return record
+
+
+class PreviewHook:
+    """Every train.sample_every steps: a 1-NFE and a 2-NFE sample figure from the EMA network."""
+
+    def __init__(self, dataset, sampler: str, directory: Path, seed: int, num_samples: int = 100):
+        self.dataset, self.sampler, self.directory, self.seed = dataset, sampler, Path(directory), seed
+        self.num_samples = num_samples if len(dataset.sample_shape) > 1 else 1000
+
+    def __call__(self, step: int, state) -> None:
+        if not state.is_main:
+            return
+        net = state.ema_net
+        was_training = net.training
+        net.eval()
+        for nfe in (1, 2):
+            x, _ = generate(net, self.dataset, self.sampler, nfe, self.num_samples, self.seed)
+            write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png", self.seed)
+        net.train(was_training)
+
+
+def print_summary(console: Console, record: dict[str, Any], out: Path) -> None:
+    table = Table(title=f"{record['objective']} on {record['data']} ({record['provenance']['steps']} steps)")
+    keys = sorted({k for row in record["results"].values() for k in row})
+    table.add_column("sampler@nfe")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, row in record["results"].items():
+        table.add_row(name, *(f"{row[k]:.4g}" if k in row else "" for k in keys))
+    floors = {k.split("/", 1)[1]: v for k, v in record["reference"].items() if "/" in k and k.split("/")[0] in ("heldout", "real")}
+    if floors:
+        table.add_row("real data (floor)", *(f"{floors[k]:.4g}" if k in floors else "" for k in keys))
+    console.print(table)
+    console.print(f"wrote {out / 'result.json'}")
