@@ -69,25 +69,29 @@ def _grads(net, loss):
     return torch.cat([g.flatten() for g in grads])
 
 
-def test_alpha_to_zero_gradient_converges_to_meanflow_linearly():
+@pytest.mark.parametrize("weighting", ["inverse_alpha", "inverse_alpha_adaptive"])
+def test_alpha_to_zero_gradient_converges_to_meanflow_linearly(weighting):
     torch.manual_seed(0)
     net = TinyVelocityNet().double()
     x, e, t, r, y = _batch(torch.float64)
     z_t, v = _path(x, e, t)
+    c = 1e-3
 
-    # MeanFlow's gradient, by hand: u_tgt = v - (t - r) du/dt with du/dt from finite differences.
+    # MeanFlow's gradient, by hand: u_tgt = v - (t - r) du/dt with du/dt from finite differences;
+    # plain squared error for the 1/alpha weighting, MeanFlow's adaptive 1/(||Delta||^2 + c) for the other.
     u_tgt = v - (t - r)[:, None] * _finite_difference_dudt(net, z_t, r, t, v, y)
-    meanflow_grad = _grads(net, (net(z_t, t, t - r, y) - u_tgt).pow(2).mean())
+    sq = (net(z_t, t, t - r, y) - u_tgt).pow(2).mean(1)
+    meanflow_loss = sq.mean() if weighting == "inverse_alpha" else (sq / (sq.detach() + c)).mean()
+    meanflow_grad = _grads(net, meanflow_loss)
 
     errors = []
     for alpha in (1e-1, 1e-2, 1e-3):
-        objective = create_objective(
-            "alphaflow", net, alpha=alpha, weighting="inverse_alpha", target_clamp=None, fm_ratio=0.0
-        )
+        spec = weighting if weighting == "inverse_alpha" else {"name": weighting, "c": c, "p": 1.0}
+        objective = create_objective("alphaflow", net, alpha=alpha, weighting=spec, target_clamp=None, fm_ratio=0.0)
         loss, _ = objective.loss(x, _drawn(e, t, r, y), step=0)
         g = _grads(net, loss)
         errors.append(float((g - meanflow_grad).norm() / meanflow_grad.norm()))
-    print("relative gradient error at alpha = 1e-1, 1e-2, 1e-3:", errors)
+    print(f"{weighting}: relative gradient error at alpha = 1e-1, 1e-2, 1e-3:", errors)
     assert errors[0] > errors[1] > errors[2]
     # O(alpha): each tenfold smaller alpha gives a roughly tenfold smaller error.
     for big, small in zip(errors, errors[1:]):

@@ -2,7 +2,8 @@
 
 ||Delta||^2 is the per-sample *mean* over elements (DESIGN.md §1), so c is on the per-element scale.
 Which preset uses which: flow_matching, trajectory_fm, shortcut -> uniform; meanflow -> adaptive;
-alphaflow -> alpha_adaptive (the official code); consistency -> consistency.
+alphaflow -> alpha_adaptive (the official code); consistency -> consistency. inverse_alpha_adaptive
+is the adaptive weight that stays continuous as alpha -> 0 (the digits benchmark's alphaflow uses it).
 """
 
 from __future__ import annotations
@@ -53,6 +54,23 @@ class AlphaAdaptive(Adaptive):
     def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
         scale = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
         return scale * super().__call__(alpha, sq_err, t, r)
+
+
+@WEIGHTINGS.register("inverse_alpha_adaptive")
+class InverseAlphaAdaptive(Adaptive):
+    """w = sg(alpha / (||Delta||^2 + alpha^2 c)^p) for p = 1; in general (1/alpha) sg(1/(||Delta/alpha||^2 + c)^p).
+
+    MeanFlow's adaptive weight applied to the rescaled residual Delta / alpha, times the paper's 1/alpha.
+    Near alpha = 0, Delta = alpha (u - u_MF) + O(alpha^2), so the gradient tends to MeanFlow's
+    adaptive-weighted gradient: the curriculum passes into MeanFlow without a jump in gradient scale.
+    (The official alpha/(||Delta||^2 + c) instead vanishes like alpha^2 and then jumps at the alpha = 0
+    clamp.) At alpha = 1 both equal MeanFlow's 1/(||Delta||^2 + c)^p.
+    """
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        inv = _inverse_alpha(alpha)
+        scaled = sq_err.detach() * inv.pow(2)  # ||Delta / alpha||^2; at alpha = 0 Delta is already the MeanFlow residual
+        return inv / (scaled + self.c).pow(self.p)
 
 
 @WEIGHTINGS.register("consistency")
