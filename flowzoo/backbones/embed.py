@@ -16,12 +16,13 @@ from torch import Tensor, nn
 # DiT (Peebles & Xie 2023) uses omega_k = max_period^(-k/half) with max_period = 10^4 on t in [0, 1000];
 # on raw t in [0, 1] most of those channels would be nearly constant. We instead space the
 # frequencies geometrically over [MIN_FREQ, MAX_FREQ]:
-#   MIN_FREQ = 1   -> period 2*pi > 1: cos/sin change monotonically over [0, 1], a smooth "where am I" code;
-#   MAX_FREQ = 200 -> period ~0.03: neighbouring times 0.005 apart still differ visibly.
-# The ceiling is deliberately well below 1000 so d(embedding)/dt, which the MeanFlow JVP multiplies
-# into the target, stays moderate.
+#   MIN_FREQ = 1  -> period 2*pi > 1: cos/sin change monotonically over [0, 1], a smooth "where am I" code;
+#   MAX_FREQ = 16 -> period ~0.4: fine enough for an MLP on top to resolve times 0.01 apart.
+# The ceiling matters for MeanFlow: d(embedding)/dt, which the JVP multiplies into the target, grows
+# with it. Measured on digits (MeanFlow, residual MLP, 4k steps, 1-NFE classifier FD; floor 3.8):
+# MAX_FREQ = 200 -> 138, 30 -> 33, 10 -> 7.1, 4 -> 8.8; target MSE 7.2 at 200 against 0.3 at 10.
 MIN_FREQ = 1.0
-MAX_FREQ = 200.0
+MAX_FREQ = 16.0
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, min_freq: float = MIN_FREQ, max_freq: float = MAX_FREQ) -> Tensor:
