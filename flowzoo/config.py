@@ -3,8 +3,9 @@
 Layers, later ones win (deep merge):
   1. configs/data/<data>.yaml        the dataset and the budget that suits it (backbone, steps, eval)
   2. configs/objective/<name>.yaml   the preset (its published defaults; no file: the preset's own),
-                                     then the data file's `objective:` settings for every objective
-                                     (e.g. uniform time pairs on digits), which no preset knows about
+                                     then the data file's `objective_overrides: {preset: {...}}` for
+                                     this preset (e.g. uniform time pairs on digits), which no preset
+                                     knows about
   3. configs/schedule/<name>.yaml    an alpha schedule, written into objective.alpha
   4. --config FILE.yaml              an experiment
   5. --set key.sub=value             single values (parsed as YAML: 0.5, [1, 2], {name: x})
@@ -131,9 +132,9 @@ def resolve(
     objective_name = pick("objective", objective, "alphaflow")
 
     data_layer = layer("data", data_name)
-    data_objective = data_layer.pop("objective", {})
+    data_objective = (data_layer.pop("objective_overrides", None) or {}).get(objective_name, {})
     if "name" in data_objective:
-        raise ConfigError(f"configs/data for {data_name} may tune objective settings but not name an objective.")
+        raise ConfigError(f"configs/data for {data_name} may tune an objective's settings but not rename it.")
     cfg: dict[str, Any] = {"seed": 0}
     cfg = deep_merge(cfg, data_layer)
     cfg = deep_merge(cfg, {"data": {"name": data_name}})

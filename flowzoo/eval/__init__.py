@@ -22,7 +22,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Lazy: importing digits_classifier here would make `python -m flowzoo.eval.digits_classifier` warn.
+    # Lazy: the classifier module loads only when a digits metric needs it.
     if name in ("DigitsClassifier", "load_digits_classifier", "train_digits_classifier"):
         from flowzoo.eval import digits_classifier
 

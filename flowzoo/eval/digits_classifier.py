@@ -5,12 +5,11 @@ training, to report accuracy; nothing is selected on them). Shipped as safetenso
 code) next to a JSON record of the command, seed, held-out accuracy, torch version and the weights'
 sha256, which `load_digits_classifier` checks. Rebuild the shipped files with
 
-    python -m flowzoo.eval.digits_classifier --out flowzoo/assets/digits_classifier.safetensors --seed 0
+    flowzoo prepare digits-classifier --out flowzoo/assets/digits_classifier.safetensors --seed 0
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -98,7 +97,7 @@ def train_digits_classifier(out_path: str | Path = DEFAULT_PATH, seed: int = 0, 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_path))
     record = {
-        "command": f"python -m flowzoo.eval.digits_classifier --out {out_path.as_posix()} --seed {seed} --epochs {epochs}",
+        "command": f"flowzoo prepare digits-classifier --out {out_path.as_posix()} --seed {seed} --epochs {epochs}",
         "seed": seed,
         "epochs": epochs,
         "train_accuracy": round(accuracy(model, x, y), 6),
@@ -124,7 +123,7 @@ def load_digits_classifier(path: str | Path = DEFAULT_PATH) -> DigitsClassifier:
 
     path = Path(path)
     record_path = path.with_suffix(".json")
-    rebuild = f"python -m flowzoo.eval.digits_classifier --out {path} --seed 0"
+    rebuild = f"flowzoo prepare digits-classifier --out {path} --seed 0"
     if not path.exists() or not record_path.exists():
         raise FileNotFoundError(f"digits classifier weights or record missing at {path}; rebuild them with `{rebuild}`.")
     expected = json.loads(record_path.read_text())["sha256"]
@@ -133,18 +132,3 @@ def load_digits_classifier(path: str | Path = DEFAULT_PATH) -> DigitsClassifier:
     model = DigitsClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval().requires_grad_(False)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train the digits feature classifier on the train split.")
-    parser.add_argument("--out", default=str(DEFAULT_PATH), help="output .safetensors path (a .json is written beside it)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=40)
-    args = parser.parse_args(argv)
-    record = train_digits_classifier(args.out, seed=args.seed, epochs=args.epochs)
-    print(json.dumps(record, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

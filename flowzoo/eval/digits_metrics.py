@@ -64,7 +64,7 @@ class DigitsMetrics(Metric):
     # -- cached pieces ------------------------------------------------------------------------------
     @property
     def classifier(self):
-        # Imported here so that `python -m flowzoo.eval.digits_classifier` does not import itself twice.
+        # Imported lazily: the classifier module (and safetensors) load only when digits are evaluated.
         from flowzoo.eval.digits_classifier import DEFAULT_PATH, load_digits_classifier
 
         return load_digits_classifier(self.classifier_path or DEFAULT_PATH)
