@@ -76,3 +76,13 @@ def test_config_hash_ignores_the_output_folder_only():
     cfg = resolve(objective="meanflow")
     assert config_hash({**cfg, "out": "a"}) == config_hash({**cfg, "out": "b"})
     assert config_hash(cfg) != config_hash({**cfg, "seed": cfg["seed"] + 1})
+
+
+def test_data_overrides_apply_to_their_preset_only():
+    alphaflow = resolve(objective="alphaflow", data="digits")
+    assert alphaflow["objective"]["time_sampler"] == "uniform"
+    assert alphaflow["objective"]["weighting"]["name"] == "inverse_alpha_adaptive"
+    consistency = resolve(objective="consistency", data="digits")
+    assert consistency["objective"]["time_sampler"]["name"] == "consistency"  # CT keeps r = 0
+    toy = resolve(objective="alphaflow", data="toy:moons")
+    assert toy["objective"]["weighting"]["name"] == "alpha_adaptive"

@@ -26,13 +26,14 @@ import os, sys, time
 import torch
 torch.set_num_threads(1)
 from flowzoo.objectives import create_objective
-from flowzoo.train import TrainOptions, checkpoint, train
+from flowzoo import atomic
+from flowzoo.train import TrainOptions, train
 from test_train_support import MixtureStream, tiny_dit
 
 out_dir, mode = sys.argv[1], sys.argv[2]
 if mode == "pause_in_write":
     # Stop inside the second write of latest.pt: its temp file is complete and fsync'ed, the rename not done.
-    real_replace, writes = checkpoint._replace, []
+    real_replace, writes = atomic.replace, []
     def paused_replace(tmp, path):
         if path.name == "latest.pt":
             writes.append(path)
@@ -40,7 +41,7 @@ if mode == "pause_in_write":
                 open(os.path.join(out_dir, "paused"), "w").close()
                 time.sleep(600)
         real_replace(tmp, path)
-    checkpoint._replace = paused_replace
+    atomic.replace = paused_replace
 
 net = tiny_dit(seed=0)
 # alphaflow over the whole run (alpha 1 -> 0: two-point and JVP targets) from the EMA target network.

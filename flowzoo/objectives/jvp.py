@@ -12,6 +12,7 @@ keeps the fused kernels.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from torch import Tensor
@@ -19,6 +20,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from flowzoo.registry import JVP_BACKENDS
 from flowzoo.objectives.velocity import VelocityFn
+
+
+# torch's forward-mode AD loads its JVP decompositions through the deprecated torch.jit.script on first
+# use; the warning is about torch internals, not about anything a flowzoo user can change.
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 
 def _math_attention() -> contextlib.AbstractContextManager:

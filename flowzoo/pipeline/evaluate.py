@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rich.table import Table
+
 from flowzoo.eval import balanced_labels, metrics_for, save_image_grid, save_toy_scatter
 from flowzoo.samplers import sample
 
@@ -60,3 +62,18 @@ def evaluate(model: nn.Module, dataset, samplers: dict[str, list[int]], *, num_s
                 write_samples_figure(x, dataset, Path(samples_dir) / f"{sampler}-nfe{nfe}.png", seed)
     model.train(was_training)
     return {"results": results, "reference": reference, "metrics": sorted(metrics)}
+
+
+def results_table(title: str, results: dict[str, dict[str, float]], reference: dict[str, float] | None = None) -> Table:
+    """Rows "sampler@nfe", one column per metric, and the real-data floor as the last row."""
+    keys = sorted({k for row in results.values() for k in row})
+    table = Table(title=title)
+    table.add_column("sampler@nfe")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, row in results.items():
+        table.add_row(name, *(f"{row[k]:.4g}" if k in row else "" for k in keys))
+    floors = {k.split("/", 1)[1]: v for k, v in (reference or {}).items() if k.split("/")[0] in ("heldout", "real")}
+    if floors:
+        table.add_row("real data (floor)", *(f"{floors[k]:.4g}" if k in floors else "" for k in keys))
+    return table

@@ -7,18 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from flowzoo.atomic import atomic_write
+
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write to a temp file in the same folder, fsync, then rename over ``path`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

@@ -17,13 +17,12 @@ from typing import Any
 import torch
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from flowzoo.backbones import create_backbone
 from flowzoo.config import ConfigError, build_dataclass, config_hash
 from flowzoo.data import create_dataset, parse_data_name
 from flowzoo.objectives import create_objective
-from flowzoo.pipeline.evaluate import evaluate, generate, write_samples_figure
+from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
 from flowzoo.pipeline.provenance import provenance
 from flowzoo.pipeline.records import atomic_write_text, write_json
 from flowzoo.registry import OBJECTIVES, SAMPLERS
@@ -149,15 +148,6 @@ class PreviewHook:
 
 
 def print_summary(console: Console, record: dict[str, Any], out: Path) -> None:
-    table = Table(title=f"{record['objective']} on {record['data']} ({record['provenance']['steps']} steps)")
-    keys = sorted({k for row in record["results"].values() for k in row})
-    table.add_column("sampler@nfe")
-    for key in keys:
-        table.add_column(key, justify="right")
-    for name, row in record["results"].items():
-        table.add_row(name, *(f"{row[k]:.4g}" if k in row else "" for k in keys))
-    floors = {k.split("/", 1)[1]: v for k, v in record["reference"].items() if "/" in k and k.split("/")[0] in ("heldout", "real")}
-    if floors:
-        table.add_row("real data (floor)", *(f"{floors[k]:.4g}" if k in floors else "" for k in keys))
-    console.print(table)
+    title = f"{record['objective']} on {record['data']} ({record['provenance']['steps']} steps)"
+    console.print(results_table(title, record["results"], record["reference"]))
     console.print(f"wrote {out / 'result.json'}")

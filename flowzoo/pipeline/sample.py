@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from flowzoo.config import ConfigError
 from flowzoo.data import create_dataset
-from flowzoo.pipeline.evaluate import evaluate, generate, write_samples_figure
+from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
 from flowzoo.pipeline.records import write_json
 from flowzoo.pipeline.run import build_network
 from flowzoo.registry import OBJECTIVES, SAMPLERS
@@ -76,13 +75,6 @@ def evaluate_checkpoint(checkpoint, *, nfes: list[int], sampler: str | None, num
     out = Path(checkpoint).with_suffix(f".eval-seed{seed}.json")
     write_json(out, record)
     if console is not None:
-        table = Table(title=f"{checkpoint} (step {ckpt['step']})")
-        keys = sorted({k for row in evaluation["results"].values() for k in row})
-        table.add_column("sampler@nfe")
-        for key in keys:
-            table.add_column(key, justify="right")
-        for name, row in evaluation["results"].items():
-            table.add_row(name, *(f"{row.get(k, float('nan')):.4g}" for k in keys))
-        console.print(table)
+        console.print(results_table(f"{checkpoint} (step {ckpt['step']})", evaluation["results"], evaluation["reference"]))
         console.print(f"wrote {out}")
     return record

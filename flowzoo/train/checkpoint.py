@@ -1,9 +1,8 @@
 """Crash-safe checkpoints: ``out_dir/checkpoints/latest.pt`` plus periodic ``step-XXXXXXXX.pt``.
 
-A write goes to a temp file in the same directory, is flushed and fsync'ed, then ``os.replace``d over
-the destination and the directory is fsync'ed: a reader (or a resumed run) sees the old file or the
-new one, never a torn one, whenever the writer is killed. Temp files left by a killed writer start
-with ``.`` and contain ``.tmp-``; ``clean_stale_temps`` removes them and nothing else reads them.
+Every write goes through ``flowzoo.atomic`` (temp file, fsync, rename): a reader (or a resumed run)
+sees the old file or the new one, never a torn one, whenever the writer is killed. Temp files left by
+a killed writer are removed by ``clean_stale_temps``; nothing else reads them.
 
 Checkpoints hold only tensors and plain python containers / numbers / strings, so they load with
 ``torch.load(weights_only=True)``: opening a checkpoint never runs pickled code.
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from flowzoo import atomic
 
 LATEST = "latest.pt"
 PERIODIC = re.compile(r"^step-(\d{8,})\.pt$")
@@ -35,61 +36,19 @@ def periodic_name(step: int) -> str:
     return f"step-{step:08d}.pt"
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows), hence best effort.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    """The commit point of an atomic write (a seam the crash tests patch to pause here)."""
-    os.replace(tmp, path)
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save ``obj`` to ``path`` so that ``path`` is always either the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic.atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_copy(src: Path, path: Path) -> Path:
     """Copy ``src`` over ``path`` atomically (same protocol as ``atomic_save``)."""
-    tmp = _temp_path(path)
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+
+    def copy(fout) -> None:
+        with open(src, "rb") as fin:
             shutil.copyfileobj(fin, fout, length=16 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        _replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+
+    return atomic.atomic_write(path, copy)
 
 
 def clean_stale_temps(directory: Path) -> list[Path]:
@@ -97,7 +56,7 @@ def clean_stale_temps(directory: Path) -> list[Path]:
     removed = []
     if directory.is_dir():
         for p in directory.iterdir():
-            if p.name.startswith(".") and ".tmp-" in p.name:
+            if atomic.is_temp(p):
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed

@@ -1,0 +1,57 @@
+"""Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never a torn one.
+
+The protocol: write a temp file in the same folder, flush and fsync it, ``os.replace`` it over the
+destination, fsync the folder. Temp files of a killed writer start with "." and contain ".tmp-".
+Checkpoints, configs and result records all go through ``atomic_write``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+
+def fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (e.g. Windows), hence best effort.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace(tmp: Path, path: Path) -> None:
+    """The commit point of an atomic write (a seam the crash tests patch to pause here)."""
+    os.replace(tmp, path)
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def is_temp(path: Path) -> bool:
+    return path.name.startswith(".") and ".tmp-" in path.name
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a temp file, then move it over ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
