@@ -59,7 +59,12 @@ def alpha_target_parts(
     """``alpha_target`` returning its intermediate pieces too; see the module docstring."""
     if alpha.shape != t.shape or r.shape != t.shape or t.dim() != 1:
         raise ValueError("alpha, r and t must be per-sample tensors of shape (B,)")
-    if bool(((alpha < 0) | (alpha > 1)).any()):
+    two_point = (alpha > 0) & (alpha < 1)
+    at_zero = alpha == 0
+    # One host read for the three branch decisions (each bool(...) is a device sync on a GPU).
+    bad_alpha, any_two_point, any_at_zero = torch.stack(
+        [((alpha < 0) | (alpha > 1)).any(), two_point.any(), at_zero.any()]).tolist()
+    if bad_alpha:
         raise ValueError("alpha must lie in [0, 1]")
     batch = z_t.shape[0]
     v_shift = v_shift.detach()
@@ -67,10 +72,8 @@ def alpha_target_parts(
     u_tgt = v_shift.clone()
     u_next = torch.zeros_like(v_shift)
     du_dt = torch.zeros_like(v_shift)
-    two_point = (alpha > 0) & (alpha < 1)
-    at_zero = alpha == 0
 
-    if bool(two_point.any()):
+    if any_two_point:
         idx = two_point.nonzero().squeeze(1)
         a, ri, ti, si = alpha[idx], r[idx], t[idx], s[idx]
         z_s = z_t[idx] - per_sample(ti - si, z_t) * v_shift[idx]
@@ -84,7 +87,7 @@ def alpha_target_parts(
         positive = alpha > 0
         u_tgt[positive] = u_tgt[positive].clamp(-clamp, clamp)
 
-    if bool(at_zero.any()):
+    if any_at_zero:
         idx = at_zero.nonzero().squeeze(1)
         ri, ti = r[idx], t[idx]
         _, d = get_jvp_backend(jvp)(restrict(u, idx, batch, z_t), z_t[idx].detach(), ri, ti, v_shift[idx])

@@ -39,8 +39,8 @@ class ObjectiveConfig:
     alpha: Any = 0.0  # number or schedule spec, e.g. {name: sigmoid, start_frac: 0, end_frac: 1}
     shift: Any = "data"  # data | cfg (omega, kappa, t_min, t_max) | model
     label_dropout: float = 0.1  # probability a class label is replaced by the null label
-    weighting: Any = "uniform"  # uniform | inverse_alpha | adaptive (c, p) | alpha_adaptive (c, p) | consistency
-    jvp: str = "forward"  # forward | double_backward | finite_difference
+    weighting: Any = "uniform"  # uniform | inverse_alpha | adaptive | alpha_adaptive | inverse_alpha_adaptive (c, p) | consistency
+    jvp: str = "forward"  # forward | functorch | double_backward | finite_difference
     target_clamp: float | None = None  # clamp the alpha > 0 target to +-value (official: 4)
     target_network: str = "online"  # online (stop-gradient) | ema (an EMA copy set by the trainer)
 

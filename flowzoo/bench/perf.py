@@ -1,0 +1,443 @@
+"""Training-step cost of every objective, as a ratio to a flow-matching step on the same DiT and batch.
+
+    flowzoo bench perf                                  # CPU: DiT-tiny/2, 4x16x16, batch 32, 1 thread
+    flowzoo bench perf --setting gpu                    # DiT-B/2, 4x32x32, batch 64, bf16 autocast, cuda
+    flowzoo bench perf --compile                        # also every case under torch.compile (slow on CPU)
+
+One step = the objective's forward (target included) + backward + Adam update, as in flowzoo.train.loop
+(without EMA / clipping / logging, which cost every objective the same). Cases, each with its own copy of
+one initial network and its own Adam:
+  - every registered objective at its preset defaults, at the middle of a ``total_steps`` run (so the
+    alphaflow curriculum is mid-way, 0 < alpha < 1, and pays the two-point target's extra forward);
+  - alphaflow at the curriculum's end (alpha = 0: the JVP target on its r < t samples);
+  - meanflow with each registered JVP backend (forward is the preset's; functorch; double_backward;
+    finite_difference);
+  - ``official_style_meanflow``: the official alpha-Flow code's approach (see ``official_style_meanflow_loss``).
+The cases run interleaved, round-robin, a block of steps each, in one process, so load drift on the
+machine hits them alike; ratios are medians over steps divided by flow matching's median.
+
+Peak memory is the high-water mark of tensor bytes allocated during one step above the level at its
+start (activations, gradients, Adam state on the first step, temporaries): on CUDA from
+torch.cuda.max_memory_allocated, on CPU reconstructed from torch.profiler's allocation/free records
+(the same quantity, from the CPU allocator's reports; None when that private profiler API is missing).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import typer
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from flowzoo.atomic import atomic_write
+from flowzoo.backbones import create_backbone
+from flowzoo.objectives import create_objective
+from flowzoo.objectives.target import per_sample
+from flowzoo.objectives.unified import DrawnBatch, UnifiedObjective
+from flowzoo.registry import JVP_BACKENDS, OBJECTIVES
+
+SCHEMA = "flowzoo.bench.perf/1"
+BASELINE = "flow_matching"
+OFFICIAL = "official_style_meanflow"
+# Targets of issue #8 (CPU, small DiT, batch 32): an alpha > 0 step vs FM, and the best MeanFlow step vs FM.
+TARGETS = {"alpha_positive_max_ratio": 1.45, "meanflow_max_ratio": 2.0}
+
+# Named settings; any option given explicitly overrides the setting's value.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "cpu": dict(device="cpu", backbone="DiT-tiny/2", input_size=16, in_channels=4, num_classes=10,
+                batch=32, precision="fp32", threads=1),
+    "gpu": dict(device="cuda", backbone="DiT-B/2", input_size=32, in_channels=4, num_classes=1000,
+                batch=64, precision="bf16", threads=None),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The official alpha-Flow code's MeanFlow step, re-implemented as a baseline (our own code).
+# --------------------------------------------------------------------------------------------------
+def official_style_meanflow_loss(net: nn.Module, x: Tensor, drawn: DrawnBatch, c: float = 1e-3, p: float = 1.0) -> Tensor:
+    """MeanFlow's loss the way the official alpha-Flow code computes it, for a baseline.
+
+    The JVP d/dt u(z_t, r, t) along tangents (v, 0, 1) by the double-backward trick
+    (torch.autograd.functional.jvp) on the *whole* batch, r = t samples included (their target is
+    v - 0 * du/dt = v anyway), then a separate forward for the prediction; attention on the math kernel
+    for all of it. Adaptive weight 1/(||Delta||^2 + c)^p, per-element means: the meanflow preset's loss.
+    """
+    e, t, r, labels = drawn.noise, drawn.t, drawn.r, drawn.labels
+    z_t = per_sample(1 - t, x) * x + per_sample(t, x) * e
+    v = e - x
+
+    def u(z: Tensor, t_: Tensor) -> Tensor:
+        return net(z, t_, t_ - r, labels)
+
+    with sdpa_kernel(SDPBackend.MATH):
+        with torch.autocast(x.device.type, enabled=False):
+            _, du_dt = torch.autograd.functional.jvp(u, (z_t.detach(), t.detach()), (v.detach(), torch.ones_like(t)))
+        u_tgt = (v - per_sample(t - r, x) * du_dt).detach()
+        pred = u(z_t, t).float()
+    sq_err = (pred - u_tgt).pow(2).flatten(1).mean(1)
+    weight = 1.0 / (sq_err.detach() + c).pow(p)
+    return (weight * sq_err).mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    label: str
+    objective: str  # registered name; the official baseline draws its randomness from this preset
+    overrides: dict = field(default_factory=dict)
+    at: str = "mid"  # mid | end of the total_steps run
+    official: bool = False
+    compiled: bool = False
+
+
+def default_cases(objectives: list[str], jvp_backends: bool, official: bool, compile: bool) -> list[Case]:
+    cases = [Case(name, name) for name in objectives]
+    if "alphaflow" in objectives:
+        cases.append(Case("alphaflow@end", "alphaflow", at="end"))
+    if "meanflow" in objectives and jvp_backends:
+        preset_jvp = OBJECTIVES.get("meanflow").default_config.jvp
+        cases += [Case(f"meanflow[jvp={b}]", "meanflow", {"jvp": b}) for b in JVP_BACKENDS.names() if b != preset_jvp]
+    if "meanflow" in objectives and official:
+        cases.append(Case(OFFICIAL, "meanflow", official=True))
+    if compile:
+        cases += [dataclass_replace(c, label=c.label + "+compile", compiled=True) for c in cases if not c.official]
+    return cases
+
+
+def dataclass_replace(case: Case, **kw) -> Case:
+    return Case(**{**case.__dict__, **kw})
+
+
+@dataclass
+class Runner:
+    """One case's network, objective, optimizer and step function."""
+
+    case: Case
+    objective: UnifiedObjective
+    optimizer: torch.optim.Optimizer
+    step_fn: Callable[[int], Tensor]
+    schedule_step: int
+    alpha: float
+    times: list[float] = field(default_factory=list)
+    peak_bytes: Optional[int] = None
+    error: Optional[str] = None
+
+
+def build_runner(case: Case, make_net: Callable[[], nn.Module], x: Tensor, y: Tensor, total_steps: int,
+                 bf16: bool) -> Runner:
+    net = make_net()
+    objective = create_objective(case.objective, net, total_steps=total_steps, **case.overrides).to(x.device)
+    if objective.config.target_network == "ema":  # Shortcut: a frozen copy stands in for the EMA network
+        objective.set_target_network(copy.deepcopy(net).requires_grad_(False))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    schedule_step = total_steps // 2 if case.at == "mid" else total_steps - 1
+    model = torch.compile(objective) if case.compiled else objective
+
+    def loss_of(k: int) -> Tensor:
+        generator = torch.Generator(x.device).manual_seed(k)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            if case.official:
+                return official_style_meanflow_loss(net, x, objective.draw(x, y, schedule_step, generator))
+            return model(x, y, schedule_step, generator)[0]
+
+    def step_fn(k: int) -> Tensor:
+        loss = loss_of(k)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    alpha = float(objective.alpha_schedule.value(schedule_step))
+    return Runner(case, objective, optimizer, step_fn, schedule_step, alpha)
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_step_bytes(step: Callable[[], Any], device: torch.device) -> Optional[int]:
+    """High-water mark of tensor bytes allocated during ``step()`` above the level at its start."""
+    if device.type == "cuda":
+        _sync(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        return int(torch.cuda.max_memory_allocated(device) - start)
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+            step()
+        timeline = prof._memory_profile().timeline  # (time, action, (key, version), bytes), private API
+    except Exception:  # the private memory-profile API moved: report no number rather than a wrong one
+        return None
+    live = peak = 0
+    for _, action, _, nbytes in sorted(timeline, key=lambda event: event[0]):
+        if action.name == "CREATE":
+            live += nbytes
+        elif action.name == "DESTROY":
+            live -= nbytes
+        peak = max(peak, live)
+    return int(peak)
+
+
+def time_interleaved(runners: list[Runner], rounds: int, block: int, warmup: int, device: torch.device,
+                     progress: Callable[[str], None] | None = None) -> None:
+    """Round-robin: each round runs ``block`` timed steps of every case, in a fresh random order per round
+    (a fixed order would hand each case the same neighbour's cache state every round)."""
+    live = list(runners)
+    order = random.Random(0)
+    for runner in live:
+        try:
+            for k in range(warmup):
+                runner.step_fn(10_000 + k)
+            _sync(device)
+        except Exception as exc:  # e.g. torch.compile failing on forward-mode AD: record it, time the rest
+            runner.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    live = [r for r in live if r.error is None]
+    for rnd in range(rounds):
+        order.shuffle(live)
+        for runner in live:
+            for k in range(block):
+                _sync(device)
+                start = time.perf_counter()
+                runner.step_fn(rnd * block + k)
+                _sync(device)
+                runner.times.append(time.perf_counter() - start)
+        if progress is not None:
+            progress(f"round {rnd + 1}/{rounds}")
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU ({platform.system()})"
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------------
+def run_perf(
+    setting: str = "cpu",
+    device: str | None = None,  # cpu | cuda | cuda:1 ... (default: the setting's)
+    backbone: str | None = None,  # registered backbone name (default: the setting's)
+    input_size: int | None = None,  # spatial side of the input
+    in_channels: int | None = None,  # channels of the input
+    num_classes: int | None = None,  # class-conditional labels (the null label is num_classes)
+    batch: int | None = None,  # samples per step
+    precision: str | None = None,  # fp32 | bf16 (autocast around the step; targets stay fp32)
+    threads: int | None = None,  # torch CPU threads (None: leave as is)
+    objectives: list[str] | None = None,  # default: every registered objective
+    jvp_backends: bool = True,  # also meanflow with every other registered JVP backend
+    official: bool = True,  # also the official alpha-Flow code's MeanFlow step
+    compile: bool = False,  # also every case under torch.compile
+    memory: bool = True,  # measure each case's peak step memory (one extra step each)
+    rounds: int = 12,  # round-robin rounds
+    block: int = 2,  # timed steps per case per round
+    warmup: int = 2,  # untimed steps per case first
+    total_steps: int = 1000,  # run length the schedules see; cases run at its middle (or end)
+    seed: int = 0,
+    out: str | Path | None = None,  # JSON record path (written atomically)
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Time every case interleaved and return (and optionally write) the JSON record; see the module doc."""
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; pick one of {', '.join(SETTINGS)}.")
+    given = dict(device=device, backbone=backbone, input_size=input_size, in_channels=in_channels,
+                 num_classes=num_classes, batch=batch, precision=precision, threads=threads)
+    cfg = {**SETTINGS[setting], **{k: v for k, v in given.items() if v is not None}}
+    if cfg["precision"] not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, not {cfg['precision']!r}.")
+    dev = torch.device(cfg["device"])
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --setting cpu.")
+    names = list(objectives) if objectives is not None else OBJECTIVES.names()
+    if BASELINE not in names:
+        names.insert(0, BASELINE)
+    previous_threads = torch.get_num_threads()
+    if cfg["threads"] is not None:
+        torch.set_num_threads(int(cfg["threads"]))
+    try:
+        record = _run(cfg, dev, names, jvp_backends, official, compile, memory, rounds, block, warmup,
+                      total_steps, seed, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+    if out is not None:
+        atomic_write(out, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+        record["path"] = str(out)
+    return record
+
+
+def _run(cfg, dev, names, jvp_backends, official, compile, memory, rounds, block, warmup, total_steps, seed,
+         progress) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    shape = (cfg["in_channels"], cfg["input_size"], cfg["input_size"])
+    x = torch.randn(cfg["batch"], *shape, generator=gen).to(dev)
+    y = torch.randint(0, cfg["num_classes"], (cfg["batch"],), generator=gen).to(dev)
+    torch.manual_seed(seed)
+    reference = create_backbone(cfg["backbone"], input_size=cfg["input_size"], in_channels=cfg["in_channels"],
+                                num_classes=cfg["num_classes"]).to(dev)
+    # Zero-initialised adaLN makes a fresh DiT output 0 whatever its input; a short random perturbation of
+    # those layers makes the step's numbers (weights, adaptive weights, JVP) those of a trained-ish net.
+    with torch.no_grad():
+        for p in reference.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02, generator=torch.Generator(p.device).manual_seed(seed))
+
+    def make_net() -> nn.Module:
+        return copy.deepcopy(reference).train()
+
+    bf16 = cfg["precision"] == "bf16"
+    cases = default_cases(names, jvp_backends, official, compile)
+    runners = [build_runner(c, make_net, x, y, total_steps, bf16) for c in cases]
+    time_interleaved(runners, rounds, block, warmup, dev, progress)
+    if memory:
+        for runner in runners:
+            if runner.error is None:
+                runner.peak_bytes = peak_step_bytes(lambda: runner.step_fn(20_000), dev)
+
+    base = statistics.median(next(r for r in runners if r.case.label == BASELINE).times)
+    rows = []
+    for r in runners:
+        med = statistics.median(r.times) if r.times else None
+        rows.append({
+            "label": r.case.label, "objective": r.case.objective, "overrides": r.case.overrides,
+            "official_style": r.case.official, "compiled": r.case.compiled,
+            "schedule_step": r.schedule_step, "alpha": r.alpha,
+            "jvp": None if r.case.official else r.objective.config.jvp,
+            "median_ms": None if med is None else med * 1e3,
+            "ratio_to_flow_matching": None if med is None else med / base,
+            "images_per_s": None if med is None else cfg["batch"] / med,
+            "peak_memory_mb": None if r.peak_bytes is None else r.peak_bytes / 2**20,
+            "steps_timed": len(r.times),
+            "min_ms": min(r.times) * 1e3 if r.times else None,
+            "max_ms": max(r.times) * 1e3 if r.times else None,
+            "error": r.error,
+            "times_ms": [round(s * 1e3, 3) for s in r.times],
+        })
+    return {
+        "schema": SCHEMA,
+        "device": str(dev), "device_name": device_description(dev),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "config": {**cfg, "input_shape": list(shape), "rounds": rounds, "block": block, "warmup": warmup,
+                   "total_steps": total_steps, "seed": seed, "compile": compile},
+        "memory_measure": ("torch.cuda.max_memory_allocated above the step's start" if dev.type == "cuda" else
+                           "peak live tensor bytes above the step's start, from torch.profiler allocation records"),
+        "baseline": BASELINE, "flow_matching_median_ms": base * 1e3,
+        "cases": rows,
+        "summary": summarise(rows),
+        "targets": TARGETS,
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    """The issue's headline numbers: alpha > 0 and best-MeanFlow ratios, and best MeanFlow vs official."""
+    ok = [r for r in rows if r["ratio_to_flow_matching"] is not None and not r["compiled"]]
+    summary: dict[str, Any] = {}
+    positive = [r for r in ok if r["objective"] == "alphaflow" and 0 < r["alpha"] < 1]
+    if positive:
+        summary["alpha_positive_ratio"] = positive[0]["ratio_to_flow_matching"]
+        summary["alpha_positive_meets_target"] = positive[0]["ratio_to_flow_matching"] <= TARGETS["alpha_positive_max_ratio"]
+    ours = [r for r in ok if r["objective"] == "meanflow" and not r["official_style"]]
+    if ours:
+        best = min(ours, key=lambda r: r["median_ms"])
+        summary["best_meanflow"] = best["label"]
+        summary["best_meanflow_ratio"] = best["ratio_to_flow_matching"]
+        summary["meanflow_meets_target"] = best["ratio_to_flow_matching"] <= TARGETS["meanflow_max_ratio"]
+        off = [r for r in ok if r["official_style"]]
+        if off:
+            summary["best_meanflow_vs_official"] = best["median_ms"] / off[0]["median_ms"]
+    return summary
+
+
+def perf_table(record: dict):
+    """The record as a rich table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    cfg = record["config"]
+    table = Table(title=(f"Step cost vs flow matching: {cfg['backbone']} at {'x'.join(map(str, cfg['input_shape']))}, "
+                         f"batch {cfg['batch']}, {cfg['precision']}, {record['device_name']} ({record['device']}), "
+                         f"{record['threads']} thread(s), torch {record['torch']}"))
+    for col, justify in (("case", "left"), ("alpha", "right"), ("jvp", "left"), ("median ms", "right"),
+                         ("x FM", "right"), ("img/s", "right"), ("peak MB", "right"), ("steps", "right")):
+        table.add_column(col, justify=justify)
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    for r in record["cases"]:
+        if r["error"]:
+            table.add_row(escape(r["label"]), fmt(r["alpha"], ".3f"), r["jvp"] or "-", "failed", "-", "-", "-", r["error"][:40])
+            continue
+        table.add_row(escape(r["label"]), fmt(r["alpha"], ".3f"), r["jvp"] or "official", fmt(r["median_ms"], ".1f"),
+                      fmt(r["ratio_to_flow_matching"], ".2f"), fmt(r["images_per_s"], ".0f"),
+                      fmt(r["peak_memory_mb"], ".1f"), str(r["steps_timed"]))
+    s = record["summary"]
+    notes = []
+    if "alpha_positive_ratio" in s:
+        notes.append(f"alpha>0 step x{s['alpha_positive_ratio']:.2f} FM (target <= {TARGETS['alpha_positive_max_ratio']})")
+    if "best_meanflow_ratio" in s:
+        notes.append(f"best MeanFlow ({escape(s['best_meanflow'])}) x{s['best_meanflow_ratio']:.2f} FM "
+                     f"(target <= {TARGETS['meanflow_max_ratio']})")
+    if "best_meanflow_vs_official" in s:
+        notes.append(f"best MeanFlow / official-style x{s['best_meanflow_vs_official']:.2f}")
+    table.caption = "; ".join(notes)
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI: the lead mounts this as `flowzoo bench perf` with bench_app.command("perf")(perf_command).
+# --------------------------------------------------------------------------------------------------
+def perf_command(
+    setting: str = typer.Option("cpu", help="cpu (DiT-tiny/2, 4x16x16, batch 32, fp32, 1 thread) or gpu "
+                                            "(DiT-B/2, 4x32x32, batch 64, bf16, cuda)."),
+    device: Optional[str] = typer.Option(None, help="Override the setting's device (cpu, cuda, cuda:1)."),
+    backbone: Optional[str] = typer.Option(None, help="Override the backbone, e.g. DiT-S/2."),
+    input_size: Optional[int] = typer.Option(None, help="Override the input side."),
+    in_channels: Optional[int] = typer.Option(None, help="Override the input channels."),
+    batch: Optional[int] = typer.Option(None, help="Override the batch size."),
+    precision: Optional[str] = typer.Option(None, help="fp32 or bf16 (autocast)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    objective: Optional[list[str]] = typer.Option(None, help="Time only these objectives (repeatable)."),
+    jvp_backends: bool = typer.Option(True, help="Also time meanflow with each JVP backend."),
+    official: bool = typer.Option(True, help="Also time the official alpha-Flow code's MeanFlow step."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="Also time every case under torch.compile (slow to start on CPU)."),
+    memory: bool = typer.Option(True, help="Measure each case's peak step memory."),
+    rounds: int = typer.Option(12, help="Round-robin rounds."),
+    block: int = typer.Option(2, help="Timed steps per case per round."),
+    warmup: int = typer.Option(2, help="Untimed steps per case first."),
+    out: Path = typer.Option(Path("runs/bench/perf.json"), help="Where the JSON record goes (atomically)."),
+) -> None:
+    """Each objective's training-step time and memory as a ratio to flow matching, interleaved in one process."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        record = run_perf(setting=setting, device=device, backbone=backbone, input_size=input_size,
+                          in_channels=in_channels, batch=batch, precision=precision, threads=threads,
+                          objectives=objective or None, jvp_backends=jvp_backends, official=official,
+                          compile=compile, memory=memory, rounds=rounds, block=block, warmup=warmup, out=out,
+                          progress=lambda msg: console.log(msg))
+    except (ValueError, RuntimeError, LookupError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    Console().print(perf_table(record))
+    console.print(f"record written to {record['path']}")

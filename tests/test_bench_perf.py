@@ -1,0 +1,89 @@
+"""flowzoo bench perf: runs every registered objective, writes a valid record; its baseline is the same loss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from flowzoo.backbones import create_backbone
+from flowzoo.bench.perf import BASELINE, OFFICIAL, official_style_meanflow_loss, perf_command, run_perf
+from flowzoo.objectives import create_objective
+from flowzoo.registry import OBJECTIVES
+
+TINY = dict(backbone="DiT-tiny/2", input_size=4, in_channels=2, num_classes=3, batch=4, threads=1)
+
+
+def _perturbed_dit(seed=0, **kw):
+    """A tiny DiT with its zero-initialised (adaLN-Zero) layers perturbed, so every path carries signal."""
+    torch.manual_seed(seed)
+    net = create_backbone("DiT-tiny/2", input_size=4, in_channels=2, num_classes=3, **kw)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    return net
+
+
+def test_run_perf_times_every_registered_objective_and_writes_a_valid_record(tmp_path):
+    out = tmp_path / "perf.json"
+    record = run_perf(**TINY, rounds=1, block=1, warmup=1, memory=True, out=out)
+    on_disk = json.loads(out.read_text())
+    assert on_disk["schema"] == record["schema"] and on_disk["device"] == "cpu"
+    assert on_disk["torch"] == torch.__version__ and on_disk["threads"] == 1
+    labels = {row["label"] for row in on_disk["cases"]}
+    assert set(OBJECTIVES.names()) <= labels
+    assert {"alphaflow@end", OFFICIAL, "meanflow[jvp=double_backward]", "meanflow[jvp=finite_difference]"} <= labels
+    for row in on_disk["cases"]:
+        assert row["error"] is None, row
+        assert row["median_ms"] > 0 and row["ratio_to_flow_matching"] > 0 and row["images_per_s"] > 0
+        assert row["peak_memory_mb"] is None or row["peak_memory_mb"] >= 0
+    base = next(row for row in on_disk["cases"] if row["label"] == BASELINE)
+    assert base["ratio_to_flow_matching"] == pytest.approx(1.0)
+    alphas = {row["label"]: row["alpha"] for row in on_disk["cases"]}
+    assert 0 < alphas["alphaflow"] < 1 and alphas["alphaflow@end"] == 0.0  # mid-curriculum and its end
+    summary = on_disk["summary"]
+    assert {"alpha_positive_ratio", "best_meanflow_ratio", "best_meanflow_vs_official"} <= set(summary)
+
+
+def test_perf_command_mounts_on_a_typer_app(tmp_path):
+    app = typer.Typer()
+    bench = typer.Typer()
+    bench.command("perf")(perf_command)
+    app.add_typer(bench, name="bench")
+    out = tmp_path / "p.json"
+    args = ["bench", "perf", "--input-size", "4", "--in-channels", "2", "--batch", "2", "--rounds", "1",
+            "--block", "1", "--warmup", "0", "--objective", "flow_matching", "--objective", "meanflow",
+            "--no-jvp-backends", "--no-memory", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    labels = [row["label"] for row in json.loads(out.read_text())["cases"]]
+    assert labels == ["flow_matching", "meanflow", OFFICIAL]
+    bad = CliRunner().invoke(app, ["bench", "perf", "--precision", "fp8", "--out", str(out)])
+    assert bad.exit_code == 2 and "precision" in bad.output
+
+
+def _grads(net, loss):
+    net.zero_grad(set_to_none=True)
+    loss.backward()
+    return [p.grad.clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("jvp", ["forward", "functorch", "double_backward"])
+def test_official_style_baseline_is_the_meanflow_preset_loss_and_gradient(jvp):
+    net = _perturbed_dit()
+    objective = create_objective("meanflow", net, jvp=jvp)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 2, 4, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+    drawn = objective.draw(x, y, step=0, generator=torch.Generator().manual_seed(1))
+    assert bool((drawn.r < drawn.t).any()) and bool((drawn.r == drawn.t).any())
+    ours, _ = objective.loss(x, drawn, step=0)
+    ours_grads = _grads(net, ours)
+    official = official_style_meanflow_loss(net, x, drawn)
+    official_grads = _grads(net, official)
+    torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-6)
+    for a, b in zip(ours_grads, official_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
