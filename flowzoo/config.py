@@ -10,6 +10,7 @@ Layers, later ones win (deep merge):
   4. --config FILE.yaml              an experiment
   5. --set key.sub=value             single values (parsed as YAML: 0.5, [1, 2], {name: x})
   6. --steps, --batch-size, ...      the explicit flags
+(`--data DIR` naming a latent cache folder means data {name: imagenet256, path: DIR}.)
 
 The resolved mapping is validated strictly: an unknown key, a wrong type or an unknown registry
 name is a ``ConfigError`` with one sentence naming it and the valid choices.
@@ -128,7 +129,7 @@ def resolve(
                 return source
         return default
 
-    data_name = pick("data", data, "digits")
+    data_name, data_path = latent_cache_data(pick("data", data, "digits"))
     objective_name = pick("objective", objective, "alphaflow")
 
     data_layer = layer("data", data_name)
@@ -137,7 +138,7 @@ def resolve(
         raise ConfigError(f"configs/data for {data_name} may tune an objective's settings but not rename it.")
     cfg: dict[str, Any] = {"seed": 0}
     cfg = deep_merge(cfg, data_layer)
-    cfg = deep_merge(cfg, {"data": {"name": data_name}})
+    cfg = deep_merge(cfg, {"data": {"name": data_name, **({"path": data_path} if data_path else {})}})
     cfg = deep_merge(cfg, {"objective": {"name": objective_name}})
     cfg = deep_merge(cfg, layer("objective", objective_name))
     cfg = deep_merge(cfg, {"objective": data_objective})
@@ -159,6 +160,22 @@ def resolve(
     if unknown:
         raise ConfigError(f"unknown config section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}.")
     return cfg
+
+
+def latent_cache_data(value: str) -> tuple[str, str | None]:
+    """`--data DIR` with a latent cache in DIR means {name: imagenet256, path: DIR}; a name stays a name.
+
+    A value that looks like a path (has a '/' or is a folder) but holds no cache is a ConfigError.
+    """
+    path = Path(value).expanduser()
+    if "/" not in value and not (path / "manifest.json").is_file():
+        return value, None
+    if (path / "manifest.json").is_file():
+        return "imagenet256", str(path)
+    raise ConfigError(
+        f"--data {value}: no latent cache (manifest.json) there; build one with "
+        f"`flowzoo prepare imagenet256 --data IMAGENET_TRAIN_DIR --vae VAE --out {value}`, or pass a dataset name."
+    )
 
 
 def _name(spec: Any) -> str | None:

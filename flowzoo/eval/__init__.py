@@ -8,6 +8,7 @@ with keys "<reference set>/<key>" (the noise floor and other reference points, m
 from __future__ import annotations
 
 from flowzoo.eval.base import Metric
+from flowzoo.eval.fid import ImageNetFID  # registers imagenet_fid
 from flowzoo.eval.digits_metrics import DigitsMetrics, balanced_labels, nearest_distances
 from flowzoo.eval.frechet import frechet_distance, gaussian_stats
 from flowzoo.eval.plots import save_image_grid, save_toy_scatter
@@ -15,7 +16,7 @@ from flowzoo.eval.toy_metrics import ToyMetrics, mmd_rbf, mode_coverage, sliced_
 from flowzoo.registry import METRICS
 
 __all__ = [
-    "Metric", "ToyMetrics", "DigitsMetrics", "create_metric", "metrics_for", "sliced_wasserstein", "mmd_rbf",
+    "Metric", "ToyMetrics", "DigitsMetrics", "ImageNetFID", "create_metric", "metrics_for", "sliced_wasserstein", "mmd_rbf",
     "mode_coverage", "frechet_distance", "gaussian_stats", "nearest_distances", "balanced_labels", "DigitsClassifier",
     "load_digits_classifier", "train_digits_classifier", "save_image_grid", "save_toy_scatter",
 ]

@@ -34,6 +34,8 @@ def generate(model: nn.Module, dataset, sampler: str, nfe: int, num_samples: int
 
 def write_samples_figure(x: torch.Tensor, dataset, path: Path, seed: int = 0) -> Path:
     """A PNG a person can look at: an image grid, or a scatter against real data for 2-D toys."""
+    if hasattr(dataset, "decode_for_display"):  # latents: show the decoded images, at their own size
+        return save_image_grid(dataset.decode_for_display(x[:64]), path, nrow=8, scale=1)
     if len(dataset.sample_shape) == 1:
         real, _ = dataset.reference(len(x), seed=seed + 1)
         return save_toy_scatter(x, real, path)
@@ -61,7 +63,11 @@ def evaluate(model: nn.Module, dataset, samplers: dict[str, list[int]], *, num_s
             if samples_dir is not None:
                 write_samples_figure(x, dataset, Path(samples_dir) / f"{sampler}-nfe{nfe}.png", seed)
     model.train(was_training)
-    return {"results": results, "reference": reference, "metrics": sorted(metrics)}
+    record = {"results": results, "reference": reference, "metrics": sorted(metrics)}
+    info = {name: m.info(dataset) for name, m in metrics.items() if hasattr(m, "info")}
+    if info:  # what a metric was measured against (e.g. FID reference statistics and their sha256)
+        record["metric_info"] = info
+    return record
 
 
 def results_table(title: str, results: dict[str, dict[str, float]], reference: dict[str, float] | None = None) -> Table:
