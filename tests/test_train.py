@@ -75,6 +75,8 @@ def test_learning_rate_warms_up_linearly_then_stays():
     opts = TrainOptions(lr=1e-3, warmup_steps=4)
     assert [learning_rate(opts, k) for k in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     assert learning_rate(opts.replace(warmup_steps=0), 0) == 1e-3
+    cool = opts.replace(warmup_steps=0, steps=100, lr_cooldown_frac=0.2)  # last 20 steps: 1e-3 -> 0 linearly
+    assert [learning_rate(cool, k) for k in (0, 79, 80, 90, 99)] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-5])
 
 
 def test_ema_halflife_ramps_up_like_edm2():

@@ -45,10 +45,15 @@ def mix_seed(*keys: int) -> int:
 
 
 def learning_rate(options: TrainOptions, step: int) -> float:
-    """Linear warm-up over warmup_steps (lr/warmup at the first step), then constant."""
+    """Linear warm-up over warmup_steps (lr/warmup at the first step), then constant, then optionally a
+    linear cool-down to 0 over the last lr_cooldown_frac of the run (short runs end sharper with it)."""
+    lr = options.lr
     if options.warmup_steps > 0:
-        return options.lr * min(1.0, (step + 1) / options.warmup_steps)
-    return options.lr
+        lr *= min(1.0, (step + 1) / options.warmup_steps)
+    cooldown = options.lr_cooldown_frac * options.steps
+    if cooldown > 0:
+        lr *= min(1.0, (options.steps - step) / cooldown)
+    return lr
 
 
 def open_stream(data, batch_size: int, seed: int, env: distributed.DistEnv):

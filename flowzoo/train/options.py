@@ -24,6 +24,7 @@ class TrainOptions:
     eps: float = 1e-8  # Adam epsilon
     weight_decay: float = 0.0  # Adam (L2, not decoupled) weight decay; the recipe uses none
     warmup_steps: int = 10_000  # linear LR warm-up from lr/warmup_steps to lr, then constant (0 = none)
+    lr_cooldown_frac: float = 0.0  # the last fraction of the run over which the LR falls linearly to 0 (0 = constant, the recipe)
     grad_clip: float | None = 16.0  # clip the global gradient norm to this; None = no clipping
     ema_halflives: list[float] = field(default_factory=lambda: [6931.0])  # one EMA per halflife, in steps
     ema_rampup_ratio: float | None = 0.05  # effective halflife = min(halflife, ratio * step); None = off
@@ -49,6 +50,8 @@ class TrainOptions:
         for name in ("checkpoint_every", "log_every", "sample_every", "max_nonfinite"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if not 0.0 <= self.lr_cooldown_frac <= 1.0:
+            problems.append(f"lr_cooldown_frac must lie in [0, 1] (got {self.lr_cooldown_frac})")
         if self.keep_last < 0 or self.warmup_steps < 0:
             problems.append("keep_last and warmup_steps must be >= 0")
         if self.precision not in PRECISIONS:
