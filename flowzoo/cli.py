@@ -131,7 +131,7 @@ def prepare_digits_classifier(
 @prepare_app.command("imagenet256")
 def prepare_imagenet256(
     data: Path = typer.Option(..., "--data", help="ImageNet train folder: one sub-folder per synset (class index = sorted position)."),
-    vae: str = typer.Option("stabilityai/sd-vae-ft-ema", "--vae", help="SD-VAE: a local folder (AutoencoderKL.save_pretrained) or a hub id (needs a network)."),
+    vae: str = typer.Option(..., "--vae", help="SD-VAE (sd-vae-ft-ema): a local folder (AutoencoderKL.save_pretrained), or the hub id stabilityai/sd-vae-ft-ema where there is a network (nothing is fetched unless you name it)."),
     out_dir: Path = typer.Option(..., "--out", help="Cache folder; re-running the same command there resumes."),
     flip: bool = typer.Option(False, "--flip/--no-flip", help="Also store latents of the horizontally flipped images."),
     shard_size: int = typer.Option(10_000, "--shard-size", help="Images per shard (the unit of resumption)."),
