@@ -25,7 +25,7 @@ from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
 from flowzoo.pipeline.provenance import provenance
 from flowzoo.pipeline.records import atomic_write_text, write_json
-from flowzoo.registry import OBJECTIVES, SAMPLERS
+from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
 from flowzoo.train import TrainOptions, train
 
 
@@ -34,7 +34,7 @@ class EvalOptions:
     samplers: dict | None = None  # {sampler: [nfe, ...]}; None: the objective's own sampler at 1 and 2 NFE
     num_samples: int = 300  # samples per (sampler, NFE); metrics compare against floors of the same size
     guidance: float = 1.0  # test-time CFG scale (1 = none)
-    preview_every: bool = True  # write a sample grid at every train.sample_every
+    previews: bool = True  # write 1- and 2-NFE sample figures every train.sample_every steps
 
 
 def default_out(cfg: dict[str, Any], schedule_name: str | None) -> Path:
@@ -46,7 +46,7 @@ def default_out(cfg: dict[str, Any], schedule_name: str | None) -> Path:
 def build_network(spec: dict[str, Any], dataset, seed: int) -> torch.nn.Module:
     """The backbone sized for the dataset: sample_shape for MLPs, input_size/in_channels for DiTs."""
     args = {k: v for k, v in spec.items() if k != "name"}
-    factory = _backbone_factory(spec["name"])
+    factory = BACKBONES.get(spec["name"])
     params = inspect.signature(factory).parameters
     shape = tuple(dataset.sample_shape)
     if "sample_shape" in params:
@@ -59,12 +59,6 @@ def build_network(spec: dict[str, Any], dataset, seed: int) -> torch.nn.Module:
     args.setdefault("num_classes", dataset.num_classes)
     torch.manual_seed(seed)  # the initial weights depend on the seed only
     return create_backbone(spec["name"], **args)
-
-
-def _backbone_factory(name: str):
-    from flowzoo.registry import BACKBONES
-
-    return BACKBONES.get(name)
 
 
 def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
@@ -107,7 +101,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     preview_sampler = next(iter(samplers))
-    hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.preview_every else []
+    hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.previews else []
     state = train(options, net, objective, dataset, hooks=hooks)  # builds this rank's stream
     if not state.is_main:
         return None
