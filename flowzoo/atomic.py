@@ -7,9 +7,10 @@ Checkpoints, configs and result records all go through ``atomic_write``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 
 def fsync_dir(directory: Path) -> None:
@@ -55,3 +56,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise
     fsync_dir(path.parent)
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:
+    """JSON (numpy/torch arrays as lists, paths as strings), written atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

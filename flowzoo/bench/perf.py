@@ -30,7 +30,7 @@ import platform
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -112,12 +112,8 @@ def default_cases(objectives: list[str], jvp_backends: bool, official: bool, com
     if "meanflow" in objectives and official:
         cases.append(Case(OFFICIAL, "meanflow", official=True))
     if compile:
-        cases += [dataclass_replace(c, label=c.label + "+compile", compiled=True) for c in cases if not c.official]
+        cases += [replace(c, label=c.label + "+compile", compiled=True) for c in cases if not c.official]
     return cases
-
-
-def dataclass_replace(case: Case, **kw) -> Case:
-    return Case(**{**case.__dict__, **kw})
 
 
 @dataclass

@@ -11,14 +11,15 @@ sha256, which `load_digits_classifier` checks. Rebuild the shipped files with
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from flowzoo.atomic import write_json
+from flowzoo.eval.fid import sha256_file
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "digits_classifier.safetensors"
 FEATURE_DIM = 64
@@ -106,14 +107,10 @@ def train_digits_classifier(out_path: str | Path = DEFAULT_PATH, seed: int = 0, 
         "num_heldout": len(data.heldout_tensors()[1]),
         "heldout_split_sha256": split_fingerprint(),
         "torch_version": torch.__version__,
-        "sha256": _sha256(out_path),
+        "sha256": sha256_file(out_path),
     }
-    out_path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out_path.with_suffix(".json"), record)
     return record
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @functools.lru_cache(maxsize=4)
@@ -127,7 +124,7 @@ def load_digits_classifier(path: str | Path = DEFAULT_PATH) -> DigitsClassifier:
     if not path.exists() or not record_path.exists():
         raise FileNotFoundError(f"digits classifier weights or record missing at {path}; rebuild them with `{rebuild}`.")
     expected = json.loads(record_path.read_text())["sha256"]
-    if _sha256(path) != expected:
+    if sha256_file(path) != expected:
         raise ValueError(f"digits classifier {path} does not match the sha256 in {record_path.name}; rebuild with `{rebuild}`.")
     model = DigitsClassifier()
     model.load_state_dict(load_file(str(path)))

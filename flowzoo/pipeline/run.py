@@ -24,7 +24,7 @@ from flowzoo.data import create_dataset, parse_data_name
 from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
 from flowzoo.pipeline.provenance import provenance
-from flowzoo.pipeline.records import atomic_write_text, write_json
+from flowzoo.atomic import atomic_write_text, write_json
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
 from flowzoo.train import TrainOptions, train
 

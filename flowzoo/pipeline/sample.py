@@ -16,7 +16,7 @@ from rich.console import Console
 from flowzoo.config import ConfigError
 from flowzoo.data import create_dataset
 from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
-from flowzoo.pipeline.records import write_json
+from flowzoo.atomic import write_json
 from flowzoo.pipeline.run import build_network
 from flowzoo.registry import OBJECTIVES, SAMPLERS
 from flowzoo.train import load_checkpoint

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from flowzoo.atomic import atomic_write
+from flowzoo.atomic import atomic_write, write_json
 from flowzoo.data.imagenet.folder import load_cropped, scan_image_folder
 from flowzoo.data.imagenet.vae import describe_vae, encode, load_vae
 
@@ -39,7 +39,7 @@ def read_manifest(out: str | Path) -> dict[str, Any] | None:
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    atomic_write(out / MANIFEST, lambda f: f.write((json.dumps(manifest, indent=1) + "\n").encode()))
+    write_json(out / MANIFEST, manifest, indent=1)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
