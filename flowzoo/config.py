@@ -163,10 +163,16 @@ def resolve(
 
 
 def latent_cache_data(value: str) -> tuple[str, str | None]:
-    """`--data DIR` with a latent cache in DIR means {name: imagenet256, path: DIR}; a name stays a name.
+    """`--data DIR` with a latent cache in DIR means {name: imagenet256, path: DIR} (a Kinetics root or video
+    latent cache: kinetics700); a name stays a name.
 
     A value that looks like a path (has a '/' or is a folder) but holds no cache is a ConfigError.
     """
+    from flowzoo.data.kinetics import kinetics_data_dir  # lazy: config stays light
+
+    kind = kinetics_data_dir(value)  # before the ImageNet rule: a video latent cache also has a manifest.json
+    if kind:
+        return kind, str(Path(value).expanduser())
     path = Path(value).expanduser()
     if "/" not in value and not (path / "manifest.json").is_file():
         return value, None

@@ -85,4 +85,8 @@ def dataset_for_tests(name: str):
     if name == "imagenet256":
         cache, ref = standin_cache()
         return create_dataset(name, path=cache, fid={"reference": ref, "extractor": "test_pixels", "batch_size": 50})
+    if name == "kinetics700":
+        from video_standins import kinetics_for_tests
+
+        return kinetics_for_tests()
     return create_dataset(name)

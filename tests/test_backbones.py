@@ -10,11 +10,13 @@ from flowzoo.backbones import create_backbone, list_backbones
 from flowzoo.registry import BACKBONES
 
 NAMES = BACKBONES.names()
-BIG = ("DiT-S/", "DiT-B/", "DiT-L/", "DiT-XL/")
+BIG = tuple(f"{kind}-{size}/" for kind in ("DiT", "VideoDiT") for size in ("S", "B", "L", "XL"))
 
 
 def small_kwargs(name: str) -> dict:
     """Arguments that make a CPU-sized instance of any built-in (8x8 inputs suit every patch size)."""
+    if name.startswith("VideoDiT-"):  # 4 frames of 8x8: two tubelets in time
+        return dict(input_size=8, num_frames=4, in_channels=3, num_classes=5)
     if name.startswith("DiT-"):
         return dict(input_size=8, in_channels=3, num_classes=5)
     return dict(num_classes=5)
@@ -30,9 +32,10 @@ def randomize(net: torch.nn.Module, std: float = 0.05) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_contract(name):
     if name.startswith(BIG):  # too slow to run on CPU here: check that it builds, on the meta device
+        frames = dict(num_frames=16) if name.startswith("VideoDiT-") else {}
         with torch.device("meta"):
-            net = create_backbone(name, input_size=32, in_channels=4, num_classes=1000)
-        assert net.sample_shape == (4, 32, 32) and net.num_classes == 1000
+            net = create_backbone(name, input_size=32, in_channels=4, num_classes=1000, **frames)
+        assert net.sample_shape == (4, *frames.values(), 32, 32) and net.num_classes == 1000
         return
     torch.manual_seed(0)
     net = create_backbone(name, **small_kwargs(name))

@@ -6,6 +6,7 @@ Contract every registered backbone follows:
 - attributes ``num_classes`` (0 = unconditional: only the null label 0 exists) and ``sample_shape``.
 
     net = create_backbone("DiT-B/2", input_size=32, in_channels=4, num_classes=1000)
+    net = create_backbone("VideoDiT-S/4", input_size=64, num_frames=16, in_channels=3, num_classes=700)
     list_backbones("DiT-*/2")
 """
 
@@ -16,12 +17,13 @@ import inspect
 
 from torch import nn
 
-from flowzoo.backbones import dit, mlp  # noqa: F401  (registers the built-ins)
+from flowzoo.backbones import dit, mlp, video_dit  # noqa: F401  (registers the built-ins)
 from flowzoo.backbones.dit import DiT
 from flowzoo.backbones.mlp import ResidualMLP
+from flowzoo.backbones.video_dit import VideoDiT
 from flowzoo.registry import BACKBONES
 
-__all__ = ["DiT", "ResidualMLP", "create_backbone", "list_backbones"]
+__all__ = ["DiT", "VideoDiT", "ResidualMLP", "create_backbone", "list_backbones"]
 
 
 def create_backbone(name: str, **kwargs) -> nn.Module:

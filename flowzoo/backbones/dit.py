@@ -27,18 +27,35 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
+def attention_layer(hidden_size: int, num_heads: int) -> Attention:
+    """timm multi-head self-attention that always calls F.scaled_dot_product_attention.
+
+    Always the SDPA path (whatever TIMM_FUSED_ATTN says), so the objective can pick the math kernel with
+    sdpa_kernel(SDPBackend.MATH) inside its JVP: the fused kernels have no forward-mode rule.
+    """
+    attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
+    attn.fused_attn = True
+    return attn
+
+
+def mlp_layer(hidden_size: int, mlp_ratio: float) -> Mlp:
+    return Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=lambda: nn.GELU(approximate="tanh"))
+
+
+def layer_norm(hidden_size: int) -> nn.LayerNorm:
+    """The affine-free LayerNorm that adaLN modulates."""
+    return nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+
+
 class DiTBlock(nn.Module):
     """Transformer block with adaLN-Zero conditioning (DiT §3.2): c regresses shift/scale/gate x 2."""
 
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
-        # Always take the F.scaled_dot_product_attention path (whatever TIMM_FUSED_ATTN says), so the
-        # objective can pick the math kernel with sdpa_kernel(SDPBackend.MATH) inside its JVP.
-        self.attn.fused_attn = True
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=lambda: nn.GELU(approximate="tanh"))
+        self.norm1 = layer_norm(hidden_size)
+        self.attn = attention_layer(hidden_size, num_heads)
+        self.norm2 = layer_norm(hidden_size)
+        self.mlp = mlp_layer(hidden_size, mlp_ratio)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
@@ -53,13 +70,45 @@ class FinalLayer(nn.Module):
 
     def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
         super().__init__()
-        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.norm_final = layer_norm(hidden_size)
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+def adaln_zero_init_(net: nn.Module) -> None:
+    """DiT's init: xavier linears, N(0, 0.02) embeddings, zeroed adaLN and output layers (adaLN-Zero).
+
+    For any DiT-shaped ``net``: ``x_embedder.proj`` (a conv patch embedding), ``cond_embedder``, ``blocks``
+    (each with ``adaLN_modulation``) and ``final_layer``. The network then outputs exactly 0.
+    """
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    proj = net.x_embedder.proj.weight  # a conv; init as the linear map it is
+    nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
+    nn.init.zeros_(net.x_embedder.proj.bias)
+    net.cond_embedder.reset_parameters()
+    for block in net.blocks:
+        nn.init.zeros_(block.adaLN_modulation[-1].weight)
+        nn.init.zeros_(block.adaLN_modulation[-1].bias)
+    for layer in (net.final_layer.adaLN_modulation[-1], net.final_layer.linear):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
+def run_blocks(blocks: nn.ModuleList, x: Tensor, c: Tensor, checkpointing: bool = False) -> Tensor:
+    """x through each block(x, c); with ``checkpointing``, recompute each block in backward (training only)."""
+    for block in blocks:
+        if checkpointing and torch.is_grad_enabled():
+            x = checkpoint(block, x, c, use_reentrant=False)
+        else:
+            x = block(x, c)
+    return x
 
 
 class DiT(nn.Module):
@@ -105,21 +154,7 @@ class DiT(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """DiT's init: xavier linears, N(0, 0.02) embeddings, zeroed adaLN and output layers (adaLN-Zero)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        proj = self.x_embedder.proj.weight  # a conv; init as the linear map it is
-        nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        self.cond_embedder.reset_parameters()
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        adaln_zero_init_(self)
         if not self.pos_embed.is_meta:  # recompute after to_empty() from a meta-device build
             self.pos_embed.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], self.sample_shape[1] // self.patch_size)[None])
 
@@ -131,11 +166,7 @@ class DiT(nn.Module):
     def forward(self, z: Tensor, t: Tensor | float, h: Tensor | float, y: Tensor | None = None) -> Tensor:
         x = self.x_embedder(z) + self.pos_embed.to(z.dtype)
         c = self.cond_embedder(t, h, y, like=z)
-        for block in self.blocks:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, c, use_reentrant=False)
-            else:
-                x = block(x, c)
+        x = run_blocks(self.blocks, x, c, checkpointing=self.gradient_checkpointing and self.training)
         return self.unpatchify(self.final_layer(x, c))
 
 

@@ -110,21 +110,39 @@ class ConditionEmbedder(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
 
 
-def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> Tensor:
+def sincos_1d(pos: Tensor, dim: int) -> Tensor:
+    """[sin(pos * omega_k), cos(pos * omega_k)] with omega_k = 10000^(-k / (dim / 2)) (Transformer / MAE); (len(pos), dim)."""
+    half = dim // 2
+    omega = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float64) / half)
+    phase = pos.reshape(-1, 1) * omega[None]
+    return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+
+
+def sincos_pos_embed_2d(embed_dim: int, grid_size: int | tuple[int, int]) -> Tensor:
     """Fixed 2-D sin-cos positional embedding (MAE / DiT): half the channels encode the row, half the column.
 
-    Returns (grid_size**2, embed_dim), tokens in row-major order, matching timm's PatchEmbed flattening.
+    Returns (rows * cols, embed_dim), tokens in row-major order, matching timm's PatchEmbed flattening.
+    ``grid_size`` is a side (square grid) or (rows, cols).
     """
     if embed_dim % 4:
         raise ValueError(f"hidden size {embed_dim} must be divisible by 4 for the 2-D sin-cos embedding.")
-    quarter = embed_dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    coords = torch.arange(grid_size, dtype=torch.float64)
-    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
-
-    def encode(pos: Tensor) -> Tensor:
-        phase = pos.reshape(-1, 1) * omega[None]
-        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
-
+    gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+    rows, cols = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij")
     # MAE/DiT put the column (w) code first, then the row (h) code.
-    return torch.cat([encode(cols), encode(rows)], dim=1).float()
+    return torch.cat([sincos_1d(cols, embed_dim // 2), sincos_1d(rows, embed_dim // 2)], dim=1).float()
+
+
+def sincos_pos_embed_3d(embed_dim: int, grid: tuple[int, int, int]) -> Tensor:
+    """Fixed space-time sin-cos embedding for a (frames, rows, cols) token grid; (frames * rows * cols, embed_dim).
+
+    Channels are split, not summed (so a shift in time never looks like a shift in space): the first
+    quarter encodes the frame index with a 1-D code, the other three quarters the 2-D position of
+    ``sincos_pos_embed_2d``; tokens in (frame, row, col) order. embed_dim must be divisible by 16.
+    """
+    if embed_dim % 16:
+        raise ValueError(f"hidden size {embed_dim} must be divisible by 16 for the 3-D sin-cos embedding.")
+    gt, gh, gw = grid
+    time_dim = embed_dim // 4
+    frames = sincos_1d(torch.arange(gt, dtype=torch.float64), time_dim).float()
+    space = sincos_pos_embed_2d(embed_dim - time_dim, (gh, gw))
+    return torch.cat([frames[:, None].expand(gt, gh * gw, time_dim), space[None].expand(gt, gh * gw, -1)], dim=2).reshape(gt * gh * gw, embed_dim)

@@ -14,6 +14,7 @@ import difflib
 
 from flowzoo.data.digits import Digits
 from flowzoo.data.imagenet import ImageNetLatents  # registers imagenet256
+from flowzoo.data.kinetics import kinetics700  # registers kinetics700
 from flowzoo.data.stream import DataStream, EpochStream, SampledStream, derive_seed, generator
 from flowzoo.data.toy2d import Checkerboard, EightGaussians, Moons, Spirals, Toy2D
 from flowzoo.registry import DATASETS
