@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
@@ -111,7 +112,7 @@ def eval_(
     evaluate_checkpoint(checkpoint, nfes=nfe, sampler=sampler, num_samples=num_samples, seed=seed, ema_index=ema, console=out)
 
 
-prepare_app = typer.Typer(help="Build what runs need once: the digits feature classifier, ImageNet latent caches, FID reference statistics.", no_args_is_help=True)
+prepare_app = typer.Typer(help="Build what runs need once: the digits feature classifier, ImageNet and Kinetics-700 latent caches, FID reference statistics.", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
 
 
@@ -148,6 +149,34 @@ def prepare_imagenet256(
     out.print(f"{count} images in {len(manifest['shards'])} shards, {len(manifest['skipped'])} skipped; wrote {out_dir}")
 
 
+@prepare_app.command("kinetics700")
+def prepare_kinetics700(
+    data: Path = typer.Option(..., "--data", help="Kinetics root: videos as ROOT/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4 (ROOT/<split>/ or a flat folder also work; see docs/kinetics.md)."),
+    vae: str = typer.Option(..., "--vae", help="SD-VAE (sd-vae-ft-ema): a local folder (AutoencoderKL.save_pretrained), or the hub id stabilityai/sd-vae-ft-ema where there is a network (nothing is fetched unless you name it)."),
+    out_dir: Path = typer.Option(..., "--out", help="Cache folder; re-running the same command there resumes."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation CSV (label, youtube_id, time_start, time_end, split). Default: ROOT/annotations/SPLIT.csv or ROOT/SPLIT.csv."),
+    split: str = typer.Option("train", help="Which split's rows to encode."),
+    frames: int = typer.Option(16, help="Frames per clip."),
+    stride: int = typer.Option(2, help="Take every STRIDE-th frame."),
+    resolution: int = typer.Option(64, help="Frame size after the short-side resize and centre crop (a multiple of 8)."),
+    clips_per_video: int = typer.Option(1, "--clips-per-video", help="Clips stored per video (odd; the middle one is the centre clip evaluation uses)."),
+    shard_size: int = typer.Option(1000, "--shard-size", help="Videos per shard (the unit of resumption)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Videos per VAE pass (each gives clips-per-video x frames images)."),
+    dtype: str = typer.Option("float16", help="Storage dtype of mean and std: float16 or float32."),
+    decoder: str = typer.Option("pyav", help="Video decoder: pyav or decord (identical frames)."),
+    workers: Optional[int] = typer.Option(None, help="Threads decoding videos. Default min(8, CPUs)."),
+) -> None:
+    """Encode Kinetics-700 clips frame by frame with the SD-VAE into latent shards (posterior mean and std)."""
+    from flowzoo.data.kinetics import prepare_video_latents
+
+    manifest = prepare_video_latents(data, vae, out_dir, annotations=annotations, split=split, frames=frames, stride=stride,
+                                     resolution=resolution, clips_per_video=clips_per_video, shard_size=shard_size,
+                                     batch_size=batch_size, dtype=dtype, decoder=decoder, workers=workers,
+                                     log=lambda line: err.print(f"[yellow]{line}[/yellow]"))
+    count = sum(s["count"] for s in manifest["shards"])
+    out.print(f"{count} videos in {len(manifest['shards'])} shards, {len(manifest['skipped'])} skipped; wrote {out_dir}")
+
+
 @prepare_app.command("fid-reference")
 def prepare_fid_reference(
     data: Path = typer.Option(..., "--data", help="Image folder (e.g. the ImageNet train folder), read with ADM's centre crop."),
@@ -166,7 +195,68 @@ def prepare_fid_reference(
     out.print(f"{info['count']} images; sha256 {info['sha256']}; wrote {out_path}")
 
 
-bench_app = typer.Typer(help="Benchmarks of flowzoo itself: training-step cost per objective (perf).", no_args_is_help=True)
+class BenchGroup(TyperGroup):
+    """`flowzoo bench perf` plus one command per registered suite (`flowzoo bench digits`, ...)."""
+
+    def list_commands(self, ctx):
+        from flowzoo.registry import BENCHMARKS
+
+        return sorted(set(super().list_commands(ctx)) | set(BENCHMARKS.names()))
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        from flowzoo.registry import BENCHMARKS
+
+        if name not in BENCHMARKS:
+            return None
+        suite_app = typer.Typer()
+        suite_app.command(name, help=f"Run the '{name}' suite: " + (getattr(BENCHMARKS.get(name), "__doc__", "") or ""))(
+            _suite_command(name))
+        return typer.main.get_command(suite_app)
+
+
+def _suite_command(name: str):
+    def run_suite(
+        jobs: int = typer.Option(1, help="Cells trained at once (each its own process)."),
+        threads: Optional[int] = typer.Option(None, help="Torch threads per cell. Default: CPUs / jobs."),
+        seeds: Optional[str] = typer.Option(None, help="Only these seeds of the suite, comma-separated (e.g. 0,1)."),
+        runs: Path = typer.Option(Path("runs/bench"), help="Where the cells' run directories go."),
+        results: Path = typer.Option(Path("leaderboard/results"), help="Where the result records go."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print each cell's state and `flowzoo run` command; run nothing."),
+        data: Optional[str] = typer.Option(None, help="Your copy of the suite's data (e.g. a Kinetics root or latent cache) for suites that need one."),
+        set_: Optional[List[str]] = typer.Option(None, "--set", help="Add key=value to every cell (e.g. data.fvd.weights=PATH); part of each record's config."),
+    ) -> None:
+        from flowzoo.bench.runner import cell_state, run_grid
+        from flowzoo.bench.suite import get_suite, with_overrides
+
+        suite = with_overrides(get_suite(name), data=data, sets=set_ or [])
+        try:
+            chosen = [int(s) for s in seeds.split(",")] if seeds else None
+        except ValueError:
+            raise UserError(f"--seeds takes comma-separated integers, got '{seeds}'.") from None
+        if chosen is not None and not set(chosen) <= set(suite.seeds):
+            raise UserError(f"suite '{name}' has seeds {suite.seeds}; --seeds {seeds} asks for others.")
+        if dry_run:
+            for cell in suite.cells():
+                if chosen is None or cell.seed in chosen:
+                    state, why = cell_state(cell, runs, results)
+                    out.print(f"# {cell.key}: {state} ({why})")
+                    out.print(cell.command(runs), soft_wrap=True)
+            return
+        report = run_grid(suite, runs_root=runs, results_root=results, jobs=jobs, threads=threads, seeds=chosen,
+                          console=out)
+        out.print(f"{len(report.done)} trained, {len(report.recorded) + len(report.done)} records written to {results}; "
+                  f"next: flowzoo leaderboard build")
+        if not report.ok:
+            raise typer.Exit(1)
+
+    return run_suite
+
+
+bench_app = typer.Typer(cls=BenchGroup, no_args_is_help=True,
+                        help="Benchmark suites (flowzoo bench SUITE: toy, digits, alphaflow-ablation, ...; see `flowzoo list benchmark`) and the step-cost benchmark (perf).")
 app.add_typer(bench_app, name="bench")
 
 
@@ -177,6 +267,67 @@ def _mount_bench() -> None:
 
 
 _mount_bench()
+
+
+leaderboard_app = typer.Typer(help="The leaderboard: tables and plots from result records (flowzoo bench SUITE writes them).", no_args_is_help=True)
+app.add_typer(leaderboard_app, name="leaderboard")
+
+
+@leaderboard_app.command("build")
+def leaderboard_build(
+    results: Path = typer.Option(Path("leaderboard/results"), help="Folder of result records (*.json, searched recursively)."),
+    out_dir: Path = typer.Option(Path("leaderboard"), "--out", help="Where README.md, index.html and plots/ are written."),
+    reported: Optional[Path] = typer.Option(None, help="Published numbers to show beside ours. Default: leaderboard/reported.yaml."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any record was left out (invalid or duplicate)."),
+) -> None:
+    """Markdown tables (mean ± std over seeds, best per NFE in bold) and a self-contained HTML page with plots."""
+    from flowzoo.leaderboard.build import build_leaderboard
+
+    if not results.is_dir():
+        raise UserError(f"no results folder at {results}; run a suite first (e.g. flowzoo bench toy) or pass --results.")
+    loaded, written = build_leaderboard(results, out_dir, reported)
+    for line in loaded.problems():
+        err.print(f"[yellow]{line}[/yellow]")
+    out.print(f"{len(loaded.records)} records ({len(loaded.invalid)} invalid, {len(loaded.duplicates)} duplicates left out); "
+              f"wrote {out_dir / 'README.md'}, {out_dir / 'index.html'} and {len(written) - 2} plots")
+    if strict and loaded.problems():
+        raise typer.Exit(1)
+
+
+analyze_app = typer.Typer(help="Diagnostics along training runs (gradients: the alpha-Flow paper's gradient-conflict analysis).", no_args_is_help=True)
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("gradients")
+def analyze_gradients_command(
+    objective: str = typer.Option("meanflow", help="Objective to train and analyse (the paper analyses MeanFlow)."),
+    schedule: Optional[str] = typer.Option(None, help="Alpha schedule (e.g. sigmoid for alphaflow)."),
+    data: str = typer.Option("digits", help="Dataset (default: the built-in digits)."),
+    steps: Optional[int] = typer.Option(None, help="Training steps. Default: the data config's budget."),
+    every: int = typer.Option(500, help="Measure every this many steps (and at step 0)."),
+    batch: int = typer.Option(1024, help="Size of the fixed analysis batch."),
+    seed: int = typer.Option(0, help="Seed of the run and of the analysis batch."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder. Default runs/analyze/gradients-OBJECTIVE[-SCHEDULE]-DATA-sSEED."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value, key=value (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """cos(grad L_TFM, grad L_TC) and cos(grad L_FM', grad L_TC) along training: gradients.jsonl and gradients.png."""
+    from flowzoo.analyze.gradients import analyze_gradients, summary_rows
+    from flowzoo.config import resolve
+
+    if every < 1 or batch < 2:
+        raise UserError("--every must be at least 1 and --batch at least 2.")
+    name = "-".join(["gradients", objective] + ([schedule] if schedule else []) + [data.replace(":", "-"), f"s{seed}"])
+    cfg = resolve(objective=objective, schedule=schedule, backbone=None, data=data, config_file=None, sets=set_ or [],
+                  flags={"train.steps": steps, "seed": seed, "out": str(out_dir or Path("runs/analyze") / name)})
+    where, lines = analyze_gradients(cfg, every=every, batch_size=batch, quiet=quiet)
+    table = Table(title=f"cosine of the gradients, {objective} on {data} (w: loss-weighted)")
+    for column in ("steps", "TFM,TC", "FM',TC", "TFM,FM'", "TFM,TC (w)", "FM',TC (w)"):
+        table.add_column(column, justify="right")
+    for row in summary_rows(lines):
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"wrote {where / 'gradients.jsonl'} and {where / 'gradients.png'}")
 
 
 def main() -> None:

@@ -196,7 +196,7 @@ def load_builtins() -> None:
         "flowzoo.samplers",
         "flowzoo.data",
         "flowzoo.eval",
-        "flowzoo.benchmarks",
+        "flowzoo.bench.suites",
     ):
         try:
             importlib.import_module(module)

@@ -61,6 +61,20 @@ class DigitsMetrics(Metric):
     def supports(self, dataset) -> bool:
         return tuple(dataset.sample_shape) == (1, 8, 8) and hasattr(dataset, "train_tensors")
 
+    def info(self, dataset) -> dict:
+        """The protocol of these numbers, for result records: extractor weights and reference split hashes."""
+        from flowzoo.data.digits import split_fingerprint
+        from flowzoo.eval.digits_classifier import DEFAULT_PATH
+        from flowzoo.eval.fid import sha256_file
+
+        return {
+            "implementation": "flowzoo.eval.digits_metrics (FD on classifier features, 1)",
+            "extractor": "digits classifier (flowzoo prepare digits-classifier)",
+            "extractor_weights_sha256": sha256_file(self.classifier_path or DEFAULT_PATH),
+            "reference": "held-out split", "reference_sha256": split_fingerprint(),
+            "num_samples": self.num_fd_samples, "labels": "class-balanced (i mod 10)",
+        }
+
     # -- cached pieces ------------------------------------------------------------------------------
     @property
     def classifier(self):

@@ -77,6 +77,14 @@ class ToyMetrics(Metric):
     def supports(self, dataset) -> bool:
         return tuple(dataset.sample_shape) == (2,) and hasattr(dataset, "sample")
 
+    def info(self, dataset) -> dict:
+        """The protocol of these numbers, for result records (no learned extractor: its settings pin it)."""
+        return {
+            "implementation": "flowzoo.eval.toy_metrics (1)", "num_samples": self.num_samples,
+            "num_projections": self.num_projections, "bandwidths": list(self.bandwidths), "min_share": self.min_share,
+            "reference": f"fresh samples of {dataset.name}, seeded by the run seed",
+        }
+
     def _measure(self, x: torch.Tensor, dataset, real_seed: int) -> dict[str, float]:
         out = {}
         subset = x

@@ -6,6 +6,8 @@ once per dataset by the same metric objects, so each number sits beside its floo
 
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -14,12 +16,19 @@ from torch import nn
 from rich.table import Table
 
 from flowzoo.eval import balanced_labels, metrics_for, save_image_grid, save_toy_scatter
+from flowzoo.eval.plots import save_video_gif, save_video_strips
 from flowzoo.samplers import sample
 
 
 def generate(model: nn.Module, dataset, sampler: str, nfe: int, num_samples: int, seed: int,
-             guidance: float = 1.0, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """num_samples samples (class-balanced labels for conditional data), deterministic given seed."""
+             guidance: float = 1.0, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """num_samples samples (class-balanced labels for conditional data), deterministic given seed.
+
+    batch_size defaults to 1000 samples, fewer for big samples (at most 2^24 elements a batch: all 1000
+    for images and ImageNet latents, ~85 for 16x64x64 video clips).
+    """
+    if batch_size is None:
+        batch_size = max(1, min(1000, 2**24 // math.prod(dataset.sample_shape)))
     labels = balanced_labels(num_samples, dataset.num_classes) if dataset.num_classes > 0 else None
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -32,8 +41,27 @@ def generate(model: nn.Module, dataset, sampler: str, nfe: int, num_samples: int
     return torch.cat(chunks), labels
 
 
+@contextmanager
+def eval_mode(net: nn.Module):
+    """The network in eval mode for the block, then back in the mode it was in (hooks run mid-training)."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 def write_samples_figure(x: torch.Tensor, dataset, path: Path, seed: int = 0) -> Path:
-    """A PNG a person can look at: an image grid, or a scatter against real data for 2-D toys."""
+    """A PNG a person can look at: an image grid, a scatter against real data for 2-D toys, or for video
+    clips (C, F, H, W) one clip per row with its frames along it (and the same clips as a GIF beside it)."""
+    shape = tuple(dataset.sample_shape)
+    if len(shape) == 4 and (shape[0] == 3 or hasattr(dataset, "decode_video")):
+        clips = x[:8]
+        if hasattr(dataset, "decode_video"):  # e.g. latent clips: uint8 (N, 3, F, H, W) pixels
+            clips = dataset.decode_video(clips).float() / 127.5 - 1.0
+        save_video_gif(clips, Path(path).with_suffix(".gif"))
+        return save_video_strips(clips, path)
     if hasattr(dataset, "decode_for_display"):  # latents: show the decoded images, at their own size
         return save_image_grid(dataset.decode_for_display(x[:64]), path, nrow=8, scale=1)
     if len(dataset.sample_shape) == 1:

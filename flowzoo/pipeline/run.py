@@ -21,8 +21,10 @@ from rich.console import Console
 from flowzoo.backbones import create_backbone
 from flowzoo.config import ConfigError, build_dataclass, config_hash
 from flowzoo.data import create_dataset, parse_data_name
+from flowzoo.eval import metrics_for
+from flowzoo.jsonl import append_line
 from flowzoo.objectives import create_objective
-from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
+from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, results_table, write_samples_figure
 from flowzoo.pipeline.provenance import provenance
 from flowzoo.atomic import atomic_write_text, write_json
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
@@ -35,6 +37,7 @@ class EvalOptions:
     num_samples: int = 300  # samples per (sampler, NFE); metrics compare against floors of the same size
     guidance: float = 1.0  # test-time CFG scale (1 = none)
     previews: bool = True  # write 1- and 2-NFE sample figures every train.sample_every steps
+    curve: bool = False  # also measure the metrics at 1 NFE every train.sample_every steps (eval_curve.jsonl)
 
 
 def default_out(cfg: dict[str, Any], schedule_name: str | None) -> Path:
@@ -44,16 +47,23 @@ def default_out(cfg: dict[str, Any], schedule_name: str | None) -> Path:
 
 
 def build_network(spec: dict[str, Any], dataset, seed: int) -> torch.nn.Module:
-    """The backbone sized for the dataset: sample_shape for MLPs, input_size/in_channels for DiTs."""
+    """The backbone sized for the dataset: sample_shape for MLPs, input_size/in_channels (+ num_frames) for (video) DiTs."""
     args = {k: v for k, v in spec.items() if k != "name"}
     factory = BACKBONES.get(spec["name"])
     params = inspect.signature(factory).parameters
     shape = tuple(dataset.sample_shape)
     if "sample_shape" in params:
         args.setdefault("sample_shape", shape)
+    elif "num_frames" in params:  # video DiTs: (C, F, H, W) clips or latent clips
+        if len(shape) != 4:
+            raise ConfigError(f"backbone '{spec['name']}' takes video clips but {dataset.name} samples have shape {shape}; use a DiT-* backbone.")
+        args.setdefault("in_channels", shape[0])
+        args.setdefault("num_frames", shape[1])
+        args.setdefault("input_size", shape[-1] if shape[-1] == shape[-2] else list(shape[-2:]))
     elif "input_size" in params:
         if len(shape) != 3:
-            raise ConfigError(f"backbone '{spec['name']}' takes images but {dataset.name} samples have shape {shape}; use --backbone mlp.")
+            hint = "a VideoDiT-* backbone" if len(shape) == 4 else "--backbone mlp"
+            raise ConfigError(f"backbone '{spec['name']}' takes images but {dataset.name} samples have shape {shape}; use {hint}.")
         args.setdefault("in_channels", shape[0])
         args.setdefault("input_size", shape[-1])
     args.setdefault("num_classes", dataset.num_classes)
@@ -97,11 +107,16 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     net = build_network(cfg["backbone"], dataset, seed)
     objective = create_objective(objective_name, net, total_steps=options.steps, **objective_spec)
     check_run_dir(out, cfg)
+    for metric in metrics_for(dataset, seed=seed).values():  # e.g. FVD without its I3D file: say so before training
+        if hasattr(metric, "check"):
+            metric.check(dataset)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     preview_sampler = next(iter(samplers))
     hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.previews else []
+    if eval_options.curve:
+        hooks.append(CurveHook(dataset, preview_sampler, out / CURVE_FILE, eval_options.num_samples, seed))
     state = train(options, net, objective, dataset, hooks=hooks)  # builds this rank's stream
     if not state.is_main:
         return None
@@ -127,18 +142,46 @@ class PreviewHook:
 
     def __init__(self, dataset, sampler: str, directory: Path, seed: int, num_samples: int = 100):
         self.dataset, self.sampler, self.directory, self.seed = dataset, sampler, Path(directory), seed
-        self.num_samples = num_samples if len(dataset.sample_shape) > 1 else 1000
+        # toys: a scatter wants many points; video: the figure shows 8 clips, each costs 100s of tokens
+        self.num_samples = {1: 1000, 4: 8}.get(len(dataset.sample_shape), num_samples)
 
     def __call__(self, step: int, state) -> None:
         if not state.is_main:
             return
-        net = state.ema_net
-        was_training = net.training
-        net.eval()
-        for nfe in (1, 2):
-            x, _ = generate(net, self.dataset, self.sampler, nfe, self.num_samples, self.seed)
-            write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png", self.seed)
-        net.train(was_training)
+        with eval_mode(state.ema_net) as net:
+            for nfe in (1, 2):
+                x, _ = generate(net, self.dataset, self.sampler, nfe, self.num_samples, self.seed)
+                write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png", self.seed)
+
+
+CURVE_FILE = "eval_curve.jsonl"
+
+
+class CurveHook:
+    """Metric vs training compute: 1-NFE metrics of the EMA network every train.sample_every steps.
+
+    One JSON line per evaluation with the step, images seen and training wall time at that point, so a
+    leaderboard can plot quality against any of the three compute axes. A resumed run appends; readers
+    keep the last line per step.
+    """
+
+    def __init__(self, dataset, sampler: str, path: Path, num_samples: int, seed: int):
+        self.dataset, self.sampler, self.path = dataset, sampler, Path(path)
+        self.num_samples, self.seed = num_samples, seed
+        self.metrics = metrics_for(dataset, seed=seed)  # built once: no reference floors recomputed per call
+
+    @torch.no_grad()
+    def __call__(self, step: int, state) -> None:
+        if not state.is_main:
+            return
+        with eval_mode(state.ema_net) as net:
+            x, labels = generate(net, self.dataset, self.sampler, 1, self.num_samples, self.seed)
+        row: dict[str, float] = {}
+        for metric in self.metrics.values():
+            row.update(metric(x, labels, self.dataset))
+        line = {"step": step, "images_seen": state.images_seen, "wall_time_s": round(state.wall_time, 2),
+                "sampler": self.sampler, "nfe": 1, "metrics": row}
+        append_line(self.path, line)
 
 
 def print_summary(console: Console, record: dict[str, Any], out: Path) -> None:

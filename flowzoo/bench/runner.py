@@ -1,0 +1,154 @@
+"""`flowzoo bench SUITE`: run a suite's grid, one `flowzoo run` subprocess per cell, and write its records.
+
+A cell is skipped when leaderboard/results/ already holds a valid record with the config the suite asks
+for; a finished run directory without a record just gets its record written. A cell whose record or run
+directory holds a *different* config (the suite changed) is never overwritten: it is reported with the
+paths to move away. Each cell runs as its own process (a crash or a kill loses at most that cell, and
+re-running the command resumes it from its last checkpoint); --jobs runs several at once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flowzoo.bench.suite import Cell, Suite
+from flowzoo.config import config_hash
+from flowzoo.leaderboard.from_run import record_from_run
+from flowzoo.leaderboard.record import RecordError, read_record, write_record
+
+DEFAULT_RUNS = Path("runs/bench")
+DEFAULT_RESULTS = Path("leaderboard/results")
+
+
+@dataclass
+class GridReport:
+    done: list[str] = field(default_factory=list)  # trained now
+    recorded: list[str] = field(default_factory=list)  # finished runs that only needed their record
+    skipped: list[str] = field(default_factory=list)  # already had a valid record
+    stale: list[str] = field(default_factory=list)  # one sentence each: what to move away
+    failed: list[str] = field(default_factory=list)  # one sentence each, with the log's path
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.stale
+
+
+def record_path(cell: Cell, results_root: Path) -> Path:
+    return Path(results_root) / f"{cell.key}.json"
+
+
+def log_path(cell: Cell, runs_root: Path) -> Path:
+    run_dir = cell.run_dir(runs_root)
+    return run_dir.parent / f"{run_dir.name}.log"
+
+
+def cell_state(cell: Cell, runs_root: Path, results_root: Path) -> tuple[str, str]:
+    """("skip" | "record" | "run" | "stale", why) for one cell."""
+    expected = config_hash(cell.resolved_config(runs_root))
+    path = record_path(cell, results_root)
+    if path.exists():
+        try:
+            record = read_record(path)
+        except RecordError:
+            record = None  # set aside when the new record is written (write_cell_record), never deleted
+        if record is not None and record["config_hash"] == expected:
+            return "skip", "valid record"
+        if record is not None:
+            return "stale", f"{path} holds a result for a different config than the suite now asks for; move it away to re-run"
+    run_dir = cell.run_dir(runs_root)
+    result = run_dir / "result.json"
+    if result.is_file():
+        import json
+
+        try:
+            prov_hash = json.loads(result.read_text())["provenance"]["config_hash"]
+        except (ValueError, KeyError):
+            return "run", "unreadable result.json; the run is resumed"
+        if prov_hash == expected:
+            return "record", "finished run"
+        return "stale", f"{run_dir} holds a run of a different config; move it away to re-run"
+    return "run", "no result yet"
+
+
+def write_cell_record(cell: Cell, runs_root: Path, results_root: Path) -> Path:
+    path = record_path(cell, results_root)
+    if path.exists():  # an invalid record is kept beside the new one, never deleted
+        path.replace(path.with_suffix(f".invalid-{int(time.time())}"))
+    record = record_from_run(cell.run_dir(runs_root), benchmark=cell.suite.name, method=cell.method.name,
+                             command=cell.command(runs_root))
+    return write_record(path, record)
+
+
+def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path = DEFAULT_RESULTS, jobs: int = 1,
+             threads: int | None = None, seeds: list[int] | None = None, console: Console | None = None) -> GridReport:
+    console = console or Console()
+    cells = [c for c in suite.cells() if seeds is None or c.seed in seeds]
+    report = GridReport()
+    todo: list[Cell] = []
+    for cell in cells:
+        state, why = cell_state(cell, runs_root, results_root)
+        if state == "skip":
+            report.skipped.append(cell.key)
+        elif state == "stale":
+            report.stale.append(why)
+        elif state == "record":
+            write_cell_record(cell, runs_root, results_root)
+            report.recorded.append(cell.key)
+        else:
+            todo.append(cell)
+    console.print(f"{suite.name}: {len(cells)} cells; {len(report.skipped)} have valid records, "
+                  f"{len(report.recorded)} finished runs recorded, {len(todo)} to run, {len(report.stale)} stale.")
+
+    threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    running: list[tuple[Cell, subprocess.Popen, float]] = []
+    queue = list(todo)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"{suite.name} grid", total=len(cells),
+                                 completed=len(report.skipped) + len(report.recorded))
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    cell = queue.pop(0)
+                    log = log_path(cell, runs_root)
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    cmd = [sys.executable, "-m", "flowzoo.cli", "run", *cell.run_args(runs_root)]
+                    with open(log, "ab") as handle:
+                        running.append((cell, subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env),
+                                        time.monotonic()))
+                progress.update(task, description=f"{suite.name}: " + ", ".join(c.key.split('/', 1)[1] for c, _, _ in running))
+                time.sleep(0.5)
+                for item in list(running):
+                    cell, proc, started = item
+                    if proc.poll() is None:
+                        continue
+                    running.remove(item)
+                    progress.advance(task)
+                    log = log_path(cell, runs_root)
+                    if proc.returncode != 0:
+                        report.failed.append(f"{cell.key} exited with code {proc.returncode}; see {log}")
+                        progress.console.print(f"[red]failed[/red] {cell.key} (see {log})")
+                        continue
+                    try:
+                        write_cell_record(cell, runs_root, results_root)
+                    except RecordError as exc:
+                        report.failed.append(f"{cell.key}: {exc}")
+                        continue
+                    report.done.append(cell.key)
+                    progress.console.print(f"done {cell.key} in {time.monotonic() - started:.0f} s")
+        except KeyboardInterrupt:
+            for _, proc, _ in running:  # each run keeps its last checkpoint; the same command resumes
+                proc.terminate()
+            raise
+    for line in report.stale + report.failed:
+        console.print(f"[yellow]{line}[/yellow]")
+    return report

@@ -1,0 +1,200 @@
+"""Benchmark suites: which methods, on which data, with which seeds, at what budget, evaluated how.
+
+A suite is a YAML file in benchmarks/suites/ (registered in BENCHMARKS under its file name) or a
+`Suite` object that a plugin registers through the ``flowzoo.benchmarks`` entry point. Its grid is
+methods x data x seeds; every cell is one `flowzoo run` command, so each number on the leaderboard can
+be re-run on its own with the command its record carries.
+
+Equal training compute: every method in a suite gets the same optimizer steps at the same batch size,
+hence the same number of images seen (``compare_at: steps``). Their wall time differs (a MeanFlow step
+costs more than a flow-matching step), so records carry all three and the tables show all three.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowzoo.config import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUITES_DIR = REPO_ROOT / "benchmarks" / "suites"
+SUITE_KEYS = {"description", "data", "seeds", "nfe", "methods", "budget", "set", "rank_by", "compare_at", "notes"}
+METHOD_KEYS = {"name", "objective", "schedule", "set", "sampler"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of a suite: a registered objective, optionally a schedule and config overrides."""
+
+    name: str
+    objective: str
+    schedule: str | None = None
+    sets: tuple[tuple[str, Any], ...] = ()  # (dotted key, value): --set key=value
+    sampler: str | None = None  # None: the objective's own sampler
+
+
+@dataclass(frozen=True)
+class RankBy:
+    """The metric a table is sorted and bolded by, per dataset family."""
+
+    metric: str
+    lower_is_better: bool = True
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    data: list[str]
+    seeds: list[int]
+    nfe: list[int]
+    methods: list[Method]
+    budget: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, the same for every method
+    sets: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, evaluation settings etc.
+    rank_by: dict[str, RankBy] = field(default_factory=dict)  # metric family (e.g. "digits") -> ranking metric
+    compare_at: str = "steps"
+    notes: str = ""
+
+    def cells(self) -> list["Cell"]:
+        """The grid in the order it runs: seed-major, so a partial run already has every method at seed 0."""
+        return [Cell(self, method, data, seed) for seed in self.seeds for data in self.data for method in self.methods]
+
+
+@dataclass(frozen=True)
+class Cell:
+    suite: Suite
+    method: Method
+    data: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.suite.name}/{self.data.replace(':', '-')}/{self.method.name}-s{self.seed}"
+
+    def run_dir(self, root: Path) -> Path:
+        return Path(root) / self.key
+
+    def sampler(self) -> str:
+        from flowzoo.registry import OBJECTIVES
+
+        return self.method.sampler or getattr(OBJECTIVES.get(self.method.objective), "default_sampler", "meanflow")
+
+    def run_args(self, runs_root: Path) -> list[str]:
+        """The `flowzoo run` arguments of this cell (its record stores them as the command to re-run)."""
+        args = ["--objective", self.method.objective]
+        if self.method.schedule:
+            args += ["--schedule", self.method.schedule]
+        args += ["--data", self.data, "--seed", str(self.seed), "--out", str(self.run_dir(runs_root)), "--quiet"]
+        sets = {**self.suite.budget, "eval.curve": True, "eval.samplers": {self.sampler(): list(self.suite.nfe)},
+                **self.suite.sets, **dict(self.method.sets)}
+        for key, value in sets.items():
+            args += ["--set", f"{key}={_yaml_inline(value)}"]
+        return args
+
+    def command(self, runs_root: Path) -> str:
+        return shlex.join(["flowzoo", "run", *self.run_args(runs_root)])
+
+    def resolved_config(self, runs_root: Path) -> dict[str, Any]:
+        """The config `flowzoo run` will train with (its hash decides whether a result is still valid)."""
+        from flowzoo.config import parse_set, resolve
+
+        args = self.run_args(runs_root)
+        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+        parse_set(sets)  # one clear sentence for a malformed value before anything runs
+        return resolve(objective=self.method.objective, schedule=self.method.schedule, backbone=None, data=self.data,
+                       config_file=None, sets=sets,
+                       flags={"seed": self.seed, "out": str(self.run_dir(runs_root))})
+
+
+def with_overrides(suite: Suite, *, data: str | None = None, sets: list[str] = ()) -> Suite:
+    """The suite on the user's copy of its data (data.path) and with extra `--set key=value`s in every cell."""
+    from dataclasses import replace
+
+    from flowzoo.config import parse_set
+
+    if data is not None and len(suite.data) != 1:
+        raise ConfigError(f"suite '{suite.name}' runs on {len(suite.data)} datasets; --data can only point one at your copy.")
+    extra = {"data.path": str(Path(data).expanduser())} if data is not None else {}
+    for item in sets:
+        parse_set([item])  # one sentence for a malformed assignment
+        key, _, raw = item.partition("=")
+        extra[key.strip()] = yaml.safe_load(raw)
+    return replace(suite, sets={**suite.sets, **extra})
+
+
+def _yaml_inline(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+
+
+def _flatten(mapping: dict[str, Any], where: str) -> dict[str, Any]:
+    """{a: {b: 1}} stays {"a": {"b": 1}}; keys may already be dotted. Only checks that it is a mapping."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where} must be a mapping of dotted config keys to values (e.g. train.steps: 1000).")
+    return dict(mapping)
+
+
+def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Suite:
+    """Validate a suite mapping (from YAML or a plugin); every mistake is one sentence naming the key."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must hold a mapping.")
+    unknown = set(spec) - SUITE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SUITE_KEYS))}.")
+    for key in ("data", "seeds", "methods"):
+        if not spec.get(key):
+            raise ConfigError(f"{where}: '{key}' is required and must not be empty.")
+    data = [spec["data"]] if isinstance(spec["data"], str) else list(spec["data"])
+    seeds, nfe = spec["seeds"], spec.get("nfe", [1, 2])
+    if not all(isinstance(s, int) for s in seeds) or not all(isinstance(n, int) and n > 0 for n in nfe):
+        raise ConfigError(f"{where}: seeds must be integers and nfe positive integers.")
+    methods = []
+    for i, m in enumerate(spec["methods"]):
+        if not isinstance(m, dict) or "name" not in m or "objective" not in m:
+            raise ConfigError(f"{where}: methods[{i}] needs a name and an objective.")
+        bad = set(m) - METHOD_KEYS
+        if bad:
+            raise ConfigError(f"{where}: methods[{i}] has unknown key(s) {', '.join(sorted(bad))}; valid: {', '.join(sorted(METHOD_KEYS))}.")
+        sets = tuple(_flatten(m.get("set"), f"{where}: methods[{i}].set").items())
+        methods.append(Method(str(m["name"]), str(m["objective"]), m.get("schedule"), sets, m.get("sampler")))
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: method names must be unique (got {', '.join(names)}).")
+    compare_at = spec.get("compare_at", "steps")
+    if compare_at != "steps":
+        raise ConfigError(f"{where}: compare_at must be 'steps' (equal optimizer steps and batch size), got {compare_at!r}.")
+    rank_by = {}
+    for family, r in (spec.get("rank_by") or {}).items():
+        if not isinstance(r, dict) or "metric" not in r:
+            raise ConfigError(f"{where}: rank_by.{family} needs a metric (and lower_is_better).")
+        rank_by[family] = RankBy(str(r["metric"]), bool(r.get("lower_is_better", True)))
+    return Suite(name=name, description=str(spec.get("description", "")).strip(), data=data, seeds=list(seeds),
+                 nfe=list(nfe), methods=methods, budget=_flatten(spec.get("budget"), f"{where}: budget"),
+                 sets=_flatten(spec.get("set"), f"{where}: set"), rank_by=rank_by, compare_at=compare_at,
+                 notes=str(spec.get("notes", "")).strip())
+
+
+def load_suite_file(path: Path) -> Suite:
+    from flowzoo.config import load_yaml
+
+    return suite_from_dict(Path(path).stem, load_yaml(path), where=f"suite file {path}")
+
+
+def get_suite(name: str) -> Suite:
+    """A registered suite by name (built-in YAML or a plugin's Suite / mapping / zero-argument factory)."""
+    from flowzoo.registry import BENCHMARKS
+
+    obj = BENCHMARKS.get(name)
+    if callable(obj) and not isinstance(obj, Suite):
+        obj = obj()
+    if isinstance(obj, dict):
+        obj = suite_from_dict(name, obj, where=f"benchmark '{name}'")
+    if not isinstance(obj, Suite):
+        raise ConfigError(f"benchmark '{name}' is registered as {type(obj).__name__}, not a Suite.")
+    return obj

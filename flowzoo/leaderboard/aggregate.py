@@ -1,0 +1,130 @@
+"""Records -> comparison groups: one group per (benchmark, data, evaluation protocol), methods x NFE cells.
+
+Only records with the same protocol (`record.protocol_id`) share a group, so numbers measured against
+different reference statistics or feature extractors are never ranked against each other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowzoo.leaderboard.record import protocol_id
+
+# The metric a table ranks by when the suite names none, by metric family (the protocol's metric names).
+DEFAULT_RANK = {"digits": ("fd", True), "toy2d": ("swd", True), "imagenet_fid": ("fid", True), "fvd": ("fvd", True)}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+@dataclass
+class MethodRow:
+    method: str
+    preset: str
+    schedule: str | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r["seed"] for r in self.records)
+
+    def values(self, nfe: int, metric: str) -> list[float]:
+        """The metric at this NFE over seeds (each record's own sampler)."""
+        out = []
+        for record in self.records:
+            for ev in record["evaluations"]:
+                if ev["nfe"] == nfe and metric in ev["metrics"]:
+                    out.append(float(ev["metrics"][metric]))
+        return out
+
+    def compute(self, key: str) -> list[float]:
+        return [float(r["compute"][key]) for r in self.records if r["compute"].get(key) is not None]
+
+    @property
+    def sampler(self) -> str:
+        return self.records[0]["evaluations"][0]["sampler"]
+
+    @property
+    def command(self) -> str:
+        return self.records[0]["command"]
+
+
+@dataclass
+class Group:
+    benchmark: str
+    data: str
+    protocol: str  # protocol_id
+    protocol_detail: dict[str, Any]
+    rank_metric: str
+    lower_is_better: bool
+    rows: list[MethodRow]
+
+    @property
+    def nfes(self) -> list[int]:
+        return sorted({ev["nfe"] for row in self.rows for r in row.records for ev in r["evaluations"]})
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted({m for row in self.rows for r in row.records for ev in r["evaluations"] for m in ev["metrics"]})
+
+    def best(self, nfe: int, metric: str | None = None) -> str | None:
+        """The method with the best mean at this NFE (ties: the first in row order)."""
+        metric = metric or self.rank_metric
+        scored = [(mean_std(v)[0], row.method) for row in self.rows if (v := row.values(nfe, metric))]
+        if not scored:
+            return None
+        lower = self.lower_is_better if metric == self.rank_metric else True
+        return (min if lower else max)(scored, key=lambda s: s[0])[1]
+
+
+def rank_metric_for(protocol: dict[str, Any], suite_rank: dict[str, Any] | None) -> tuple[str, bool]:
+    families = list(protocol.get("metrics", {}))
+    for family in families:
+        if suite_rank and family in suite_rank:
+            r = suite_rank[family]
+            return r.metric, r.lower_is_better
+    for family in families:
+        if family in DEFAULT_RANK:
+            return DEFAULT_RANK[family]
+    return "", True
+
+
+def group_records(records: list[dict[str, Any]], suite_ranks: dict[str, dict] | None = None) -> list[Group]:
+    """Groups in a stable order (benchmark, data, protocol); rows in the order methods first appear."""
+    suite_ranks = suite_ranks or {}
+    groups: dict[tuple[str, str, str], Group] = {}
+    for record in sorted(records, key=lambda r: (r["benchmark"], r["data"], r["seed"])):
+        pid = protocol_id(record)
+        key = (record["benchmark"], record["data"], pid)
+        if key not in groups:
+            metric, lower = rank_metric_for(record["protocol"], suite_ranks.get(record["benchmark"]))
+            groups[key] = Group(record["benchmark"], record["data"], pid, record["protocol"], metric, lower, [])
+        group = groups[key]
+        row = next((r for r in group.rows if r.method == record["method"]), None)
+        if row is None:
+            row = MethodRow(record["method"], record["preset"], record["schedule"])
+            group.rows.append(row)
+        row.records.append(record)
+    return [groups[k] for k in sorted(groups)]
+
+
+def curve_mean(row: MethodRow, metric: str, axis: str) -> tuple[list[float], list[float], list[float]]:
+    """The 1-NFE training curve averaged over seeds at the steps every seed has: (x, mean, std)."""
+    per_seed = [{c["step"]: c for c in r.get("curve", []) if metric in c["metrics"]} for r in row.records]
+    if not per_seed or not all(per_seed):
+        return [], [], []
+    steps = sorted(set.intersection(*(set(p) for p in per_seed)))
+    xs, means, stds = [], [], []
+    for step in steps:
+        m, s = mean_std([float(p[step]["metrics"][metric]) for p in per_seed])
+        xs.append(mean_std([float(p[step][axis]) for p in per_seed])[0])
+        means.append(m)
+        stds.append(s)
+    return xs, means, stds

@@ -1,0 +1,120 @@
+"""Benchmark suites: validation, the built-in grids, and `flowzoo bench SUITE` end to end on a tiny suite."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+import yaml
+
+from flowzoo.bench.runner import cell_state
+from flowzoo.bench.suite import get_suite, suite_from_dict
+from flowzoo.config import ConfigError, config_hash
+from flowzoo.leaderboard.record import load_records, read_record
+from flowzoo.registry import BENCHMARKS
+from test_cli import flowzoo
+
+TINY_BUDGET = {"train.steps": 12, "train.log_every": 4, "train.sample_every": 6, "train.checkpoint_every": 6,
+               "train.warmup_steps": 2, "backbone.width": 32, "backbone.depth": 1, "eval.num_samples": 2000,
+               "eval.previews": False}
+
+
+def tiny_suite(name: str, **changes) -> dict:
+    spec = {"description": "two objectives on 8 gaussians, a few steps", "data": "toy:8gaussians", "seeds": [0],
+            "nfe": [1, 2], "budget": dict(TINY_BUDGET),
+            "methods": [{"name": "fm", "objective": "flow_matching"}, {"name": "mf", "objective": "meanflow"}]}
+    spec.update(changes)
+    return spec
+
+
+@pytest.mark.parametrize("change, phrase", [
+    ({"seedz": [0]}, "unknown key(s) seedz"),
+    ({"methods": []}, "'methods' is required"),
+    ({"methods": [{"name": "a", "objective": "meanflow"}, {"name": "a", "objective": "flow_matching"}]}, "must be unique"),
+    ({"methods": [{"objective": "meanflow"}]}, "needs a name and an objective"),
+    ({"nfe": [0]}, "nfe positive integers"),
+    ({"compare_at": "wall_time"}, "compare_at must be 'steps'"),
+])
+def test_a_malformed_suite_is_one_sentence_naming_the_key(change, phrase):
+    with pytest.raises(ConfigError, match=None) as info:
+        suite_from_dict("bad", tiny_suite("bad", **change))
+    assert phrase in str(info.value)
+
+
+def test_builtin_suites_resolve_every_cell_to_the_config_they_describe(tmp_path):
+    for name in ("toy", "digits", "alphaflow-ablation"):
+        suite = get_suite(name)
+        for cell in suite.cells():
+            cfg = cell.resolved_config(tmp_path)
+            assert cfg["objective"]["name"] == cell.method.objective and cfg["seed"] == cell.seed
+            assert cfg["train"]["steps"] == suite.budget["train.steps"]  # equal compute within a suite
+            assert cfg["eval"]["samplers"] == {cell.sampler(): suite.nfe} and cfg["eval"]["curve"] is True
+    ablation = {c.method.name: c.resolved_config(tmp_path)["objective"] for c in get_suite("alphaflow-ablation").cells()}
+    assert ablation["constant-0"]["alpha"] == {"name": "constant", "value": 0.0}
+    assert ablation["sigmoid-middle"]["alpha"]["start_frac"] == 0.375 and ablation["sigmoid-middle"]["alpha"]["end_frac"] == 0.625
+    assert ablation["sigmoid-whole"]["alpha"]["start_frac"] == 0.0 and ablation["sigmoid-whole"]["alpha"]["end_frac"] == 1.0
+    assert ablation["fm75-constant-0"]["fm_ratio"] == 0.75 and ablation["fm25-sigmoid-whole"]["fm_ratio"] == 0.25
+    assert ablation["constant-0"]["fm_ratio"] == 0.5
+
+
+def test_a_cell_command_reproduces_the_config_the_runner_checks(tmp_path, capsys):
+    """The command a record carries, run by hand, trains exactly the config whose hash the runner expects."""
+    BENCHMARKS.add("test-command", tiny_suite("test-command", methods=[{"name": "fm", "objective": "flow_matching"}]))
+    cell = get_suite("test-command").cells()[0]
+    args = shlex.split(cell.command(tmp_path))
+    assert args[:2] == ["flowzoo", "run"]
+    args = args[2:]
+    code, _, err = flowzoo("run", *args, capsys=capsys)
+    assert code == 0, err
+    saved = yaml.safe_load((cell.run_dir(tmp_path) / "config.yaml").read_text())
+    assert config_hash(saved) == config_hash(cell.resolved_config(tmp_path))
+    assert cell_state(cell, tmp_path, tmp_path / "results")[0] == "record"
+
+
+def test_bench_runs_the_grid_skips_valid_results_and_never_overwrites_a_changed_one(tmp_path, capsys):
+    BENCHMARKS.add("test-grid", tiny_suite("test-grid"))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    common = ["--runs", str(runs), "--results", str(results)]
+    code, out, err = flowzoo("bench", "test-grid", "--jobs", "2", "--threads", "1", *common, capsys=capsys)
+    assert code == 0, out + err
+    loaded = load_records(results)
+    assert sorted(r["method"] for r in loaded.records) == ["fm", "mf"] and not loaded.problems()
+    fm = read_record(results / "test-grid" / "toy-8gaussians" / "fm-s0.json")
+    assert {(e["sampler"], e["nfe"]) for e in fm["evaluations"]} == {("euler", 1), ("euler", 2)}
+    assert fm["compute"]["steps"] == 12 and fm["compute"]["images_seen"] == 12 * 256
+    assert fm["curve"] and fm["curve"][-1]["step"] == 12 and "swd" in fm["curve"][-1]["metrics"]
+    assert fm["protocol"]["metrics"]["toy2d"]["num_samples"] == 2000
+    assert fm["command"].startswith("flowzoo run --objective flow_matching")
+
+    # Everything valid: nothing runs again.
+    code, out, _ = flowzoo("bench", "test-grid", *common, capsys=capsys)
+    assert code == 0 and "2 have valid records" in out and "0 trained" in out
+
+    # A corrupt record is set aside (not deleted) and rebuilt from the finished run, without training.
+    path = results / "test-grid" / "toy-8gaussians" / "mf-s0.json"
+    path.write_text("{ torn")
+    code, out, _ = flowzoo("bench", "test-grid", *common, capsys=capsys)
+    assert code == 0 and "1 finished runs recorded" in out
+    assert read_record(path)["method"] == "mf"
+    assert [p.read_text() for p in path.parent.glob("mf-s0.invalid-*")] == ["{ torn"]
+
+    # The suite changes its budget: the old results are reported as stale and left untouched.
+    BENCHMARKS._entries.pop("test-grid")
+    BENCHMARKS.add("test-grid", tiny_suite("test-grid", budget={**TINY_BUDGET, "train.steps": 14}))
+    before = path.read_bytes()
+    code, out, _ = flowzoo("bench", "test-grid", *common, capsys=capsys)
+    assert code == 1 and "different config" in out
+    assert path.read_bytes() == before
+
+
+def test_bench_bad_input_is_one_sentence(capsys):
+    code, _, err = flowzoo("bench", "toy", "--seeds", "7", capsys=capsys)
+    assert code == 2 and "has seeds [0, 1, 2]" in err and len(err.strip().splitlines()) == 1
+    code, _, err = flowzoo("bench", "toy", "--seeds", "x", capsys=capsys)
+    assert code == 2 and "comma-separated integers" in err
+
+
+def test_dry_run_prints_every_cell_command(capsys, tmp_path):
+    code, out, _ = flowzoo("bench", "digits", "--dry-run", "--runs", str(tmp_path), "--results", str(tmp_path / "r"), capsys=capsys)
+    assert code == 0
+    assert out.count("flowzoo run --objective") == len(get_suite("digits").cells())

@@ -1,0 +1,138 @@
+"""Result records (schema, corrupt and duplicate files) and `flowzoo leaderboard build` (tables, HTML, plots)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import statistics
+
+import pytest
+
+from flowzoo.leaderboard.aggregate import group_records
+from flowzoo.leaderboard.build import build_leaderboard
+from flowzoo.leaderboard.from_run import record_from_run
+from flowzoo.leaderboard.record import RecordError, load_records, protocol_id, read_record, validate_record, write_record
+from test_cli import TINY, flowzoo
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory) -> dict:
+    """One real record: a 12-step flow-matching run on 8 gaussians with the training curve on."""
+    out = tmp_path_factory.mktemp("runs") / "fm"
+    code, _, _ = flowzoo("run", "--objective", "flow_matching", "--data", "toy:8gaussians", "--steps", "12",
+                         "--out", str(out), "--set", "eval.curve=true", "--set", "eval.samplers={euler: [1, 2]}", *TINY)
+    assert code == 0
+    return record_from_run(out, benchmark="unit", method="fm", command="flowzoo run ...")
+
+
+def variant(record: dict, *, method: str, seed: int, swd: dict[int, float]) -> dict:
+    """The record with another method name, seed and swd per NFE (the config and its hash stay valid)."""
+    new = copy.deepcopy(record)
+    new["method"], new["seed"] = method, seed
+    for ev in new["evaluations"]:
+        ev["metrics"]["swd"] = swd[ev["nfe"]]
+    return new
+
+
+def test_a_run_directory_becomes_a_record_with_every_field_the_schema_asks_for(record):
+    validate_record(record)
+    assert record["preset"] == "flow_matching" and record["data"] == "toy:8gaussians"
+    assert record["compute"]["steps"] == 12 and record["compute"]["images_seen"] == 12 * record["compute"]["batch_size"]
+    assert record["compute"]["wall_time_s"] > 0
+    assert record["protocol"]["metrics"]["toy2d"]["implementation"].startswith("flowzoo.eval.toy_metrics")
+    assert record["code"]["commit"] is None or len(record["code"]["commit"]) == 40
+    assert record["versions"]["torch"]
+    assert [c["step"] for c in record["curve"]][-1] == 12
+    assert record["schedules"]["step"][-1] == 12 and set(record["schedules"]["fm_ratio"]) == {1.0}
+
+
+@pytest.mark.parametrize("corrupt, phrase", [
+    (lambda r: r.pop("seed"), "required field 'seed' is missing"),
+    (lambda r: r.update(seed="0"), "field 'seed' has type str"),
+    (lambda r: r.update(schema="flowzoo.result/0"), "expected 'flowzoo.result/1'"),
+    (lambda r: r["compute"].pop("wall_time_s"), "compute.wall_time_s is missing"),
+    (lambda r: r["evaluations"][0]["metrics"].update(swd="low"), "is not a number"),
+    (lambda r: r["evaluations"].clear(), "evaluations is empty"),
+    (lambda r: r["protocol"].pop("metrics"), "protocol.metrics"),
+    (lambda r: r["config"]["train"].update(steps=13), "config_hash does not match"),
+])
+def test_an_invalid_record_is_one_sentence_naming_the_problem(record, corrupt, phrase):
+    bad = copy.deepcopy(record)
+    corrupt(bad)
+    with pytest.raises(RecordError) as info:
+        validate_record(bad)
+    assert phrase in str(info.value)
+
+
+def test_loading_reports_corrupt_and_duplicate_records_and_merges_nothing_silently(record, tmp_path):
+    write_record(tmp_path / "a.json", variant(record, method="fm", seed=0, swd={1: 0.3, 2: 0.2}))
+    write_record(tmp_path / "b.json", variant(record, method="fm", seed=0, swd={1: 0.3, 2: 0.2}))  # identical copy
+    write_record(tmp_path / "c.json", variant(record, method="fm", seed=0, swd={1: 0.9, 2: 0.9}))  # conflicting
+    write_record(tmp_path / "d.json", variant(record, method="fm", seed=1, swd={1: 0.4, 2: 0.3}))
+    (tmp_path / "torn.json").write_text('{"schema": "flowzoo.result/1", "method"')
+    (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
+    loaded = load_records(tmp_path)
+    assert [(r["method"], r["seed"]) for r in loaded.records] == [("fm", 0), ("fm", 1)]
+    assert loaded.records[0]["evaluations"][0]["metrics"]["swd"] == 0.3  # the first in path order wins
+    problems = "\n".join(loaded.problems())
+    assert "torn.json is not valid JSON" in problems and "other.json is not a valid result record" in problems
+    assert "b.json: duplicate of" in problems and "an identical result" in problems
+    assert "c.json: duplicate of" in problems and "a DIFFERENT result" in problems
+    with pytest.raises(RecordError, match="not valid JSON"):
+        read_record(tmp_path / "torn.json")
+
+
+def test_tables_give_mean_and_std_over_seeds_and_bold_the_best_per_nfe(record, tmp_path):
+    values = {"fm": [(0.30, 0.20), (0.34, 0.10), (0.29, 0.15)], "mf": [(0.10, 0.40), (0.14, 0.45), (0.12, 0.41)]}
+    results = tmp_path / "results"
+    for method, rows in values.items():
+        for seed, (one, two) in enumerate(rows):
+            write_record(results / f"{method}-{seed}.json", variant(record, method=method, seed=seed, swd={1: one, 2: two}))
+    _, written = build_leaderboard(results, tmp_path / "lb")
+    text = (tmp_path / "lb" / "README.md").read_text()
+    for method, rows in values.items():
+        for nfe in (0, 1):
+            column = [r[nfe] for r in rows]
+            mean, std = statistics.mean(column), statistics.stdev(column)  # independent of flowzoo's mean_std
+            assert f"{mean:.3g} ± {std:.3g}" in text
+    fm_line = next(line for line in text.splitlines() if line.startswith("| fm (flow_matching)"))
+    mf_line = next(line for line in text.splitlines() if line.startswith("| mf (flow_matching)"))
+    assert re.search(r"\*\*0\.12 ± 0\.02\*\*", mf_line)  # best at 1 NFE: mf
+    assert re.search(r"\*\*0\.15 ± 0\.05\*\*", fm_line)  # best at 2 NFE: fm
+    assert "| 12 | 3,072 |" in fm_line  # steps and images seen beside the metric
+    assert any(p.name.endswith("-nfe.png") for p in written) and any(p.name.endswith("-compute.png") for p in written)
+
+
+def test_records_with_another_protocol_are_never_ranked_together(record, tmp_path):
+    other = variant(record, method="mf", seed=0, swd={1: 0.01, 2: 0.01})
+    other["protocol"]["metrics"]["toy2d"]["num_samples"] = 500  # measured differently
+    same = variant(record, method="fm", seed=0, swd={1: 0.3, 2: 0.2})
+    groups = group_records([same, other])
+    assert len(groups) == 2 and protocol_id(same) != protocol_id(other)
+    assert [[row.method for row in g.rows] for g in groups] in ([["fm"], ["mf"]], [["mf"], ["fm"]])
+
+
+def test_the_html_page_is_self_contained_and_reported_rows_are_marked(record, tmp_path):
+    results = tmp_path / "results"
+    write_record(results / "a.json", variant(record, method="fm", seed=0, swd={1: 0.3, 2: 0.2}))
+    build_leaderboard(results, tmp_path / "lb")
+    page = (tmp_path / "lb" / "index.html").read_text()
+    assert "data:image/png;base64," in page
+    assert not re.search(r"""(src|href)=['"](https?:|//|plots/)""", page) and "<link" not in page and "<script" not in page
+    text = (tmp_path / "lb" / "README.md").read_text()
+    alpha_flow_row = next(line for line in text.splitlines() if line.startswith("| alpha-Flow | XL/2+"))
+    assert "2.58" in alpha_flow_row and "reported, not reproduced" in alpha_flow_row and "**" not in alpha_flow_row
+
+
+def test_leaderboard_cli_reports_problems_and_strict_fails_on_them(record, tmp_path, capsys):
+    code, _, err = flowzoo("leaderboard", "build", "--results", str(tmp_path / "none"), capsys=capsys)
+    assert code == 2 and "no results folder" in err and len(err.strip().splitlines()) == 1
+    results = tmp_path / "results"
+    write_record(results / "a.json", variant(record, method="fm", seed=0, swd={1: 0.3, 2: 0.2}))
+    (results / "b.json").write_text("not json")
+    code, out, err = flowzoo("leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "lb"), capsys=capsys)
+    assert code == 0 and "1 records (1 invalid" in out and "b.json is not valid JSON" in err
+    assert "b.json is not valid JSON" in (tmp_path / "lb" / "README.md").read_text()
+    code, _, _ = flowzoo("leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "lb"), "--strict", capsys=capsys)
+    assert code == 1
