@@ -100,7 +100,7 @@ def test_tables_give_mean_and_std_over_seeds_and_bold_the_best_per_nfe(record, t
     mf_line = next(line for line in text.splitlines() if line.startswith("| mf (flow_matching)"))
     assert re.search(r"\*\*0\.12 ± 0\.02\*\*", mf_line)  # best at 1 NFE: mf
     assert re.search(r"\*\*0\.15 ± 0\.05\*\*", fm_line)  # best at 2 NFE: fm
-    assert "| 12 | 3,072 |" in fm_line  # steps and images seen beside the metric
+    assert "| 0.3 / 0.34 / 0.29 | 12 | 3,072 |" in fm_line  # seed by seed, then steps and images seen
     assert any(p.name.endswith("-nfe.png") for p in written) and any(p.name.endswith("-compute.png") for p in written)
 
 

@@ -37,12 +37,11 @@ class MethodRow:
 
     def values(self, nfe: int, metric: str) -> list[float]:
         """The metric at this NFE over seeds (each record's own sampler)."""
-        out = []
-        for record in self.records:
-            for ev in record["evaluations"]:
-                if ev["nfe"] == nfe and metric in ev["metrics"]:
-                    out.append(float(ev["metrics"][metric]))
-        return out
+        return [value for _, value in self.seed_values(nfe, metric)]
+
+    def seed_values(self, nfe: int, metric: str) -> list[tuple[int, float]]:
+        return [(r["seed"], float(ev["metrics"][metric])) for r in self.records for ev in r["evaluations"]
+                if ev["nfe"] == nfe and metric in ev["metrics"]]
 
     def compute(self, key: str) -> list[float]:
         return [float(r["compute"][key]) for r in self.records if r["compute"].get(key) is not None]

@@ -42,10 +42,11 @@ def method_label(row) -> str:
 
 
 def ranking_table(group: Group) -> Table:
-    """Rank metric at each NFE, and the three measures of training compute."""
+    """Rank metric at each NFE (mean ± std), at the lowest NFE seed by seed (outliers show), and the three
+    measures of training compute."""
     nfes = group.nfes
     headers = ["method", "sampler", "seeds"] + [f"{group.rank_metric} @ {n} NFE" for n in nfes]
-    headers += ["steps", "images seen", "train wall time (s)"]
+    headers += [f"{group.rank_metric} @ {nfes[0]} NFE per seed", "steps", "images seen", "train wall time (s)"]
     rows, bold = [], set()
     for i, row in enumerate(group.rows):
         cells = [method_label(row), row.sampler, ",".join(str(s) for s in row.seeds)]
@@ -53,8 +54,10 @@ def ranking_table(group: Group) -> Table:
             cells.append(mean_pm_std(row.values(nfe, group.rank_metric)))
             if group.best(nfe) == row.method:
                 bold.add((i, 3 + j))
+        per_seed = [v for _, v in sorted(row.seed_values(nfes[0], group.rank_metric))]
         steps, images = row.compute("steps"), row.compute("images_seen")
-        cells += [f"{mean_std(steps)[0]:,.0f}" if steps else "–", f"{mean_std(images)[0]:,.0f}" if images else "–",
+        cells += [" / ".join(fmt(v) for v in per_seed) or "–",
+                  f"{mean_std(steps)[0]:,.0f}" if steps else "–", f"{mean_std(images)[0]:,.0f}" if images else "–",
                   mean_pm_std(row.compute("wall_time_s"))]
         rows.append(cells)
     return Table(headers, rows, bold)
