@@ -52,8 +52,37 @@ class LatentStream(EpochStream):
         return self.dataset.read(idx, generator(LATENT_NOISE, self.seed, self.rank, epoch, index))
 
 
+class PosteriorShards:
+    """What every latent cache reads the same way: items = row * per_row + column of the shards
+    (ImageNet: image x view, Kinetics: video x clip), each holding an SD-VAE posterior (mean, std).
+    A class using it sets ``per_row``, ``_shards``, ``_offsets`` (rows before each shard), ``labels``,
+    ``normalize`` and, for per-channel normalisation, ``_mean`` / ``_std``."""
+
+    per_row: int = 1
+
+    def posterior(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, std, label) of items idx, unnormalised, float32."""
+        row, column = np.divmod(np.asarray(idx, dtype=np.int64), self.per_row)
+        shard = np.searchsorted(self._offsets, row, side="right") - 1
+        rows = np.stack([self._shards[s][r - self._offsets[s], c] for s, r, c in zip(shard, row, column)])
+        rows = torch.from_numpy(rows.astype(np.float32))
+        return rows[:, 0], rows[:, 1], self.labels[torch.from_numpy(row)]
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x * SD_SCALE if self.normalize == "sd" else (x - self._mean) / self._std
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x / SD_SCALE if self.normalize == "sd" else x * self._std + self._mean
+
+    def read(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A posterior sample per item (the VAE's own noise, drawn from gen), normalised, and the labels."""
+        mean, std, y = self.posterior(idx)
+        eps = torch.randn(mean.shape, generator=gen)
+        return self.normalise(mean + std * eps), y
+
+
 @DATASETS.register("imagenet256")
-class ImageNetLatents:
+class ImageNetLatents(PosteriorShards):
     """Class-conditional ImageNet 256x256 as normalised SD-VAE latents from a prepared cache."""
 
     name = "imagenet256"
@@ -69,6 +98,7 @@ class ImageNetLatents:
         size = self.manifest["image_size"] // 8
         self.sample_shape = (4, size, size)
         self.views = 2 if (self.manifest["flip"] and use_flips) else 1
+        self.per_row = self.views  # item = image * views + view
         self._shards = [np.load(self.path / f"{s['name']}.latents.npy", mmap_mode="r") for s in self.manifest["shards"]]
         labels = [np.load(self.path / f"{s['name']}.labels.npy") for s in self.manifest["shards"]]
         self.labels = torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
@@ -80,25 +110,6 @@ class ImageNetLatents:
 
     def __len__(self) -> int:
         return int(self._offsets[-1]) * self.views
-
-    def posterior(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean, std, label) of items idx (item = image * views + view), unnormalised, float32."""
-        image, view = np.divmod(np.asarray(idx, dtype=np.int64), self.views)
-        shard = np.searchsorted(self._offsets, image, side="right") - 1
-        rows = np.stack([self._shards[s][i - self._offsets[s], v] for s, i, v in zip(shard, image, view)])
-        rows = torch.from_numpy(rows.astype(np.float32))
-        return rows[:, 0], rows[:, 1], self.labels[torch.from_numpy(image)]
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * SD_SCALE if self.normalize == "sd" else (x - self._mean) / self._std
-
-    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x / SD_SCALE if self.normalize == "sd" else x * self._std + self._mean
-
-    def read(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std, y = self.posterior(idx)
-        eps = torch.randn(mean.shape, generator=gen)
-        return self.normalise(mean + std * eps), y
 
     def stream(self, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> LatentStream:
         return LatentStream(self, batch_size, seed, rank, world_size)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowzoo.data.imagenet.dataset import NORMALIZATIONS, LatentStream
-from flowzoo.data.imagenet.vae import SD_SCALE, decode, load_vae
+from flowzoo.data.imagenet.dataset import NORMALIZATIONS, LatentStream, PosteriorShards
+from flowzoo.data.imagenet.vae import decode, load_vae
 from flowzoo.data.kinetics.clips import display_frames
 from flowzoo.data.kinetics.prepare import FORMAT, read_manifest
 from flowzoo.data.stream import REFERENCE, generator
@@ -34,7 +34,7 @@ def open_video_cache(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-class KineticsLatents:
+class KineticsLatents(PosteriorShards):
     """Kinetics-700 clips as normalised per-frame SD-VAE latents from a prepared cache."""
 
     name = "kinetics700"
@@ -53,6 +53,7 @@ class KineticsLatents:
         self.decoder_name, self.workers = decoder, workers
         self.classes, self.num_classes = m["classes"], len(m["classes"])
         self.clips_per_video, h = m["clips_per_video"], m["resolution"] // 8
+        self.per_row = self.clips_per_video  # item = video * K + clip
         self.sample_shape = (4, m["frames"], h, h)
         self._shards = [np.load(self.path / f"{s['name']}.latents.npy", mmap_mode="r") for s in m["shards"]]
         labels = [np.load(self.path / f"{s['name']}.labels.npy") for s in m["shards"]]
@@ -75,24 +76,6 @@ class KineticsLatents:
 
     def __len__(self) -> int:
         return self.videos * self.clips_per_video
-
-    def posterior(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean, std, label) of items idx (item = video * K + clip), unnormalised float32 (N, 4, F, h, w)."""
-        video, clip = np.divmod(np.asarray(idx, dtype=np.int64), self.clips_per_video)
-        shard = np.searchsorted(self._offsets, video, side="right") - 1
-        rows = np.stack([self._shards[s][v - self._offsets[s], c] for s, v, c in zip(shard, video, clip)])
-        rows = torch.from_numpy(rows.astype(np.float32))
-        return rows[:, 0], rows[:, 1], self.labels[torch.from_numpy(video)]
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * SD_SCALE if self.normalize == "sd" else (x - self._mean) / self._std
-
-    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x / SD_SCALE if self.normalize == "sd" else x * self._std + self._mean
-
-    def read(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std, y = self.posterior(idx)
-        return self.normalise(mean + std * torch.randn(mean.shape, generator=gen)), y
 
     def stream(self, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> LatentStream:
         return LatentStream(self, batch_size, seed, rank, world_size)
