@@ -17,6 +17,7 @@ weights its samples ("_w"). For alpha > 0 (alpha-Flow mid-curriculum) L_TC is it
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,6 @@ def plot_cosines(lines: list[dict[str, Any]], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

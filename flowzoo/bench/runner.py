@@ -9,6 +9,7 @@ re-running the command resumes it from its last checkpoint); --jobs runs several
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,8 +67,6 @@ def cell_state(cell: Cell, runs_root: Path, results_root: Path) -> tuple[str, st
     run_dir = cell.run_dir(runs_root)
     result = run_dir / "result.json"
     if result.is_file():
-        import json
-
         try:
             prov_hash = json.loads(result.read_text())["provenance"]["config_hash"]
         except (ValueError, KeyError):

@@ -131,8 +131,8 @@ def _yaml_inline(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
 
 
-def _flatten(mapping: dict[str, Any], where: str) -> dict[str, Any]:
-    """{a: {b: 1}} stays {"a": {"b": 1}}; keys may already be dotted. Only checks that it is a mapping."""
+def _mapping(mapping: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """A {dotted.key: value} mapping (None: empty); anything else is one sentence naming `where`."""
     if mapping is None:
         return {}
     if not isinstance(mapping, dict):
@@ -161,7 +161,7 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
         bad = set(m) - METHOD_KEYS
         if bad:
             raise ConfigError(f"{where}: methods[{i}] has unknown key(s) {', '.join(sorted(bad))}; valid: {', '.join(sorted(METHOD_KEYS))}.")
-        sets = tuple(_flatten(m.get("set"), f"{where}: methods[{i}].set").items())
+        sets = tuple(_mapping(m.get("set"), f"{where}: methods[{i}].set").items())
         methods.append(Method(str(m["name"]), str(m["objective"]), m.get("schedule"), sets, m.get("sampler")))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
@@ -175,8 +175,8 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
             raise ConfigError(f"{where}: rank_by.{family} needs a metric (and lower_is_better).")
         rank_by[family] = RankBy(str(r["metric"]), bool(r.get("lower_is_better", True)))
     return Suite(name=name, description=str(spec.get("description", "")).strip(), data=data, seeds=list(seeds),
-                 nfe=list(nfe), methods=methods, budget=_flatten(spec.get("budget"), f"{where}: budget"),
-                 sets=_flatten(spec.get("set"), f"{where}: set"), rank_by=rank_by, compare_at=compare_at,
+                 nfe=list(nfe), methods=methods, budget=_mapping(spec.get("budget"), f"{where}: budget"),
+                 sets=_mapping(spec.get("set"), f"{where}: set"), rank_by=rank_by, compare_at=compare_at,
                  notes=str(spec.get("notes", "")).strip())
 
 

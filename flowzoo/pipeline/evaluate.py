@@ -74,28 +74,31 @@ def write_samples_figure(x: torch.Tensor, dataset, path: Path, seed: int = 0) ->
 def evaluate(model: nn.Module, dataset, samplers: dict[str, list[int]], *, num_samples: int, seed: int,
              samples_dir: Path | None = None, guidance: float = 1.0) -> dict:
     """{"results": {"sampler@nfe": {metric: value}}, "reference": {metric: value}}."""
-    was_training = model.training
-    model.eval()
     metrics = metrics_for(dataset, seed=seed)
     reference: dict[str, float] = {}
     for metric in metrics.values():
         reference.update(metric.reference(dataset))
     results: dict[str, dict[str, float]] = {}
-    for sampler, nfes in samplers.items():
-        for nfe in nfes:
-            x, labels = generate(model, dataset, sampler, int(nfe), num_samples, seed, guidance)
-            row: dict[str, float] = {}
-            for metric in metrics.values():
-                row.update(metric(x, labels, dataset))
-            results[f"{sampler}@{nfe}"] = row
-            if samples_dir is not None:
-                write_samples_figure(x, dataset, Path(samples_dir) / f"{sampler}-nfe{nfe}.png", seed)
-    model.train(was_training)
+    with eval_mode(model):
+        for sampler, nfes in samplers.items():
+            for nfe in nfes:
+                x, labels = generate(model, dataset, sampler, int(nfe), num_samples, seed, guidance)
+                results[f"{sampler}@{nfe}"] = measure(metrics, x, labels, dataset)
+                if samples_dir is not None:
+                    write_samples_figure(x, dataset, Path(samples_dir) / f"{sampler}-nfe{nfe}.png", seed)
     record = {"results": results, "reference": reference, "metrics": sorted(metrics)}
     info = {name: m.info(dataset) for name, m in metrics.items() if hasattr(m, "info")}
     if info:  # what a metric was measured against (e.g. FID reference statistics and their sha256)
         record["metric_info"] = info
     return record
+
+
+def measure(metrics: dict, x: torch.Tensor, labels: torch.Tensor | None, dataset) -> dict[str, float]:
+    """Every metric's numbers for one set of samples, in one mapping."""
+    row: dict[str, float] = {}
+    for metric in metrics.values():
+        row.update(metric(x, labels, dataset))
+    return row
 
 
 def results_table(title: str, results: dict[str, dict[str, float]], reference: dict[str, float] | None = None) -> Table:

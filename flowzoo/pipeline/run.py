@@ -24,7 +24,7 @@ from flowzoo.data import create_dataset, parse_data_name
 from flowzoo.eval import metrics_for
 from flowzoo.jsonl import append_line
 from flowzoo.objectives import create_objective
-from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, results_table, write_samples_figure
+from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, results_table, write_samples_figure
 from flowzoo.pipeline.provenance import provenance
 from flowzoo.atomic import atomic_write_text, write_json
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
@@ -176,11 +176,8 @@ class CurveHook:
             return
         with eval_mode(state.ema_net) as net:
             x, labels = generate(net, self.dataset, self.sampler, 1, self.num_samples, self.seed)
-        row: dict[str, float] = {}
-        for metric in self.metrics.values():
-            row.update(metric(x, labels, self.dataset))
         line = {"step": step, "images_seen": state.images_seen, "wall_time_s": round(state.wall_time, 2),
-                "sampler": self.sampler, "nfe": 1, "metrics": row}
+                "sampler": self.sampler, "nfe": 1, "metrics": measure(self.metrics, x, labels, self.dataset)}
         append_line(self.path, line)
 
 
