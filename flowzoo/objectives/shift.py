@@ -41,25 +41,48 @@ class GuidedDataVelocity:
 
         v~ = omega v + kappa u-(z_t, t, t | c) + (1 - omega - kappa) u-(z_t, t, t | null)
 
-    for t_min < t < t_max and a kept label; v~ = v elsewhere (dropped labels learn the unconditional
-    field). At the fixed point u(.|c) = v~ this is guidance of effective scale omega / (1 - kappa).
+    for t_min < t < t_max, and v~ = v outside that interval. At the fixed point u(.|c) = v~ this is
+    guidance of effective scale omega / (1 - kappa).
+
+    What the official alpha-Flow code does (src/training/loss.py, ``_compute_velocity_cfg``), and so the
+    default here:
+    - labels are dropped to null only inside the interval (``drop_outside_interval: false``): outside
+      it no label is dropped, and the sample trains on v with its label;
+    - a dropped sample still gets the mix, with c = null: v~ = omega v + (1 - omega) u-(z_t, t, t | null)
+      (``dropped: guided``).
+    ``dropped: data`` (v~ = v for a dropped label) and ``drop_outside_interval: true`` are the choices an
+    earlier flowzoo made; they are kept as named options. At omega = 1 both ``dropped`` choices agree.
     """
 
-    def __init__(self, omega: float = 1.0, kappa: float = 0.5, t_min: float = 0.0, t_max: float = 1.0):
+    def __init__(self, omega: float = 1.0, kappa: float = 0.5, t_min: float = 0.0, t_max: float = 1.0,
+                 dropped: str = "guided", drop_outside_interval: bool = False):
+        if dropped not in ("guided", "data"):
+            raise ValueError(f"cfg dropped must be 'guided' or 'data', not {dropped!r}")
         self.omega, self.kappa, self.t_min, self.t_max = float(omega), float(kappa), float(t_min), float(t_max)
+        self.dropped, self.drop_outside_interval = dropped, bool(drop_outside_interval)
 
     @property
     def effective_scale(self) -> float:
         return self.omega / (1.0 - self.kappa)
 
+    def in_interval(self, t: Tensor) -> Tensor:
+        return (t > self.t_min) & (t < self.t_max)
+
+    def droppable(self, t: Tensor) -> Tensor:
+        """Which samples label dropout may act on (the objective asks before dropping)."""
+        return torch.ones_like(t, dtype=torch.bool) if self.drop_outside_interval else self.in_interval(t)
+
     def __call__(self, ctx: ShiftContext) -> Tensor:
-        guided = (ctx.t > self.t_min) & (ctx.t < self.t_max) & ~ctx.dropped
+        guided = self.in_interval(ctx.t)
+        if self.dropped == "data":
+            guided = guided & ~ctx.dropped
         if ctx.labels is None or not bool(guided.any()):
             return ctx.v
         idx = guided.nonzero().squeeze(1)
         n = idx.numel()
         z = ctx.z_t[idx].repeat(2, *([1] * (ctx.z_t.dim() - 1)))
         t = ctx.t[idx].repeat(2)
+        # ctx.labels are after dropout: a dropped sample's "conditional" call is the null call.
         labels = torch.cat([ctx.labels[idx], torch.full_like(ctx.labels[idx], ctx.null_label)])
         with torch.no_grad():  # one batched call for the conditional and the unconditional branch
             u_both = ConditionedVelocity(ctx.target_net, labels)(z, t, t).to(ctx.v.dtype)

@@ -82,10 +82,13 @@ def alpha_target_parts(
         u_next[idx] = u_s
         u_tgt[idx] = per_sample(a, z_t) * v_shift[idx] + per_sample(1 - a, z_t) * u_s
 
-    # The official code clamps the alpha > 0 target only (+-4 on ImageNet latents).
+    # The official alpha-Flow code (src/training/loss.py, _compute_mean_velocity_d) clamps only the
+    # two-point targets of r < t samples with alpha > 0 (+-4 on ImageNet latents); a flow-matching sample
+    # (r = t) keeps its target v~ unclamped, and so does the JVP branch (alpha = 0). Shortcut's code
+    # likewise clips only its bootstrap (r < t) targets.
     if clamp is not None:
-        positive = alpha > 0
-        u_tgt[positive] = u_tgt[positive].clamp(-clamp, clamp)
+        bootstrapped = (alpha > 0) & (r < t)
+        u_tgt[bootstrapped] = u_tgt[bootstrapped].clamp(-clamp, clamp)
 
     if any_at_zero:
         idx = at_zero.nonzero().squeeze(1)
@@ -115,7 +118,7 @@ def alpha_target(
     on its own samples only). r, t, alpha: per-sample tensors of shape (B,), 0 <= r <= t <= 1,
     alpha in [0, 1]; samples with alpha == 0 take the JVP branch (backend ``jvp``: "forward",
     "double_backward", "finite_difference" or a registered plugin). v_shift: the shift velocity v~,
-    shaped like z_t. clamp: optional bound on the alpha > 0 target. This signature is stable.
+    shaped like z_t. clamp: optional bound on the targets of r < t samples with alpha > 0. This signature is stable.
     """
     return alpha_target_parts(u, z_t, r, t, alpha, v_shift, jvp=jvp, clamp=clamp).u_tgt
 

@@ -41,7 +41,7 @@ class ObjectiveConfig:
     label_dropout: float = 0.1  # probability a class label is replaced by the null label
     weighting: Any = "uniform"  # uniform | inverse_alpha | adaptive | alpha_adaptive | inverse_alpha_adaptive (c, p) | consistency
     jvp: str = "forward"  # forward | functorch | double_backward | finite_difference
-    target_clamp: float | None = None  # clamp the alpha > 0 target to +-value (official: 4)
+    target_clamp: float | None = None  # clamp the targets of r < t samples with alpha > 0 to +-value (official: 4)
     target_network: str = "online"  # online (stop-gradient) | ema (an EMA copy set by the trainer)
 
     def replace(self, **overrides: Any) -> "ObjectiveConfig":
@@ -90,11 +90,16 @@ class UnifiedObjective(nn.Module):
         t, r = self.time_sampler(batch, generator=generator, device=device)
         return apply_fm_ratio(t, r, self.fm_ratio.value(step), generator=generator)
 
-    def drop_labels(self, y: Tensor | None, batch: int, generator, device) -> tuple[Tensor | None, Tensor]:
-        """Labels with a fraction label_dropout replaced by the null label, and the dropped mask."""
+    def drop_labels(self, y: Tensor | None, batch: int, generator, device, t: Tensor | None = None) -> tuple[Tensor | None, Tensor]:
+        """Labels with a fraction label_dropout replaced by the null label, and the dropped mask.
+
+        A shift velocity with ``droppable(t)`` (CFG) limits dropout to the samples it names: the
+        official alpha-Flow code drops labels only inside the CFG interval t_min < t < t_max."""
         if y is None or self.null_label == 0:  # unconditional: every sample is already "null"
             return y, torch.ones(batch, dtype=torch.bool, device=device)
         dropped = torch.rand(batch, generator=generator, device=device) < self.config.label_dropout
+        if t is not None and hasattr(self.shift, "droppable"):
+            dropped = dropped & self.shift.droppable(t)
         return torch.where(dropped, torch.full_like(y, self.null_label), y), dropped
 
     def draw(self, x: Tensor, y: Tensor | None, step: int, generator=None) -> DrawnBatch:
@@ -102,7 +107,7 @@ class UnifiedObjective(nn.Module):
         batch, device = x.shape[0], x.device
         e = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
         t, r = self.sample_times(batch, step, generator, device)
-        labels, dropped = self.drop_labels(y, batch, generator, device)
+        labels, dropped = self.drop_labels(y, batch, generator, device, t)
         return DrawnBatch(e, t.to(x.dtype), r.to(x.dtype), labels, dropped)
 
     def forward(self, x: Tensor, y: Tensor | None = None, step: int = 0, generator=None) -> tuple[Tensor, dict]:
@@ -134,7 +139,10 @@ class UnifiedObjective(nn.Module):
         pred = ConditionedVelocity(self.net, labels)(z_t, r, t)
         pred = pred.to(torch.promote_types(pred.dtype, torch.float32))  # the loss in fp32 (or fp64) under autocast
         sq_err = (pred - target.u_tgt.to(pred.dtype)).pow(2).flatten(1).mean(1)
-        weight = self.weighting(alpha, sq_err.detach(), t, r).detach()
+        if getattr(self.weighting, "elements_aware", False):  # e.g. MeanFlow's per-sample-sum adaptive weight
+            weight = self.weighting(alpha, sq_err.detach(), t, r, elements=pred[0].numel()).detach()
+        else:
+            weight = self.weighting(alpha, sq_err.detach(), t, r).detach()
         loss = (weight * sq_err).mean()
         return loss, LossTerms(pred, v_shift, target, alpha, t, r, sq_err, weight, self.alpha_schedule.value(step))
 

@@ -37,12 +37,26 @@ class InverseAlpha:
 
 @WEIGHTINGS.register("adaptive")
 class Adaptive:
-    """w = sg(1 / (||Delta||^2 + c)^p), MeanFlow's adaptive loss weighting (Geng et al. 2025, Sec. 4.3)."""
+    """w = sg(1 / (||Delta||^2 + c)^p), MeanFlow's adaptive loss weighting (Geng et al. 2025, Sec. 4.3).
 
-    def __init__(self, c: float = 1e-3, p: float = 1.0):
-        self.c, self.p = float(c), float(p)
+    reduction says what ||Delta||^2 is, so that c and p mean what the code that set them meant:
+    - "mean" (default): the per-element mean, as the alpha-Flow code (and DESIGN.md) reduce, c per element;
+    - "sum": the per-sample sum over D elements, as MeanFlow's official code reduces (JAX: c = 0.01,
+      p = 1.0 on ImageNet, reference/recipes.yaml; py-meanflow on CIFAR: c = 1e-3, p = 0.75). The weight is
+      then w = D / (D ||Delta||^2_mean + c)^p, so that w times flowzoo's per-element-mean error equals the
+      official per-sample-sum loss sum / (sum + c)^p exactly (the D in the numerator restores the sum).
+    """
 
-    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+    elements_aware = True  # the objective passes D, the number of elements per sample
+
+    def __init__(self, c: float = 1e-3, p: float = 1.0, reduction: str = "mean"):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"adaptive weighting reduction must be 'mean' or 'sum', not {reduction!r}")
+        self.c, self.p, self.reduction = float(c), float(p), reduction
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor, elements: int = 1) -> Tensor:
+        if self.reduction == "sum":
+            return elements / (elements * sq_err.detach() + self.c).pow(self.p)
         return 1.0 / (sq_err.detach() + self.c).pow(self.p)
 
 
@@ -51,9 +65,9 @@ class AlphaAdaptive(Adaptive):
     """The official alpha-Flow code: w = sg(alpha / (||Delta||^2 + c)^p) for alpha > 0, MeanFlow's adaptive
     weight at alpha = 0 (and so also for alpha = 1, flow-matching samples: 1/(||Delta||^2 + c)^p)."""
 
-    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor, elements: int = 1) -> Tensor:
         scale = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
-        return scale * super().__call__(alpha, sq_err, t, r)
+        return scale * super().__call__(alpha, sq_err, t, r, elements)
 
 
 @WEIGHTINGS.register("inverse_alpha_adaptive")
@@ -67,10 +81,10 @@ class InverseAlphaAdaptive(Adaptive):
     clamp.) At alpha = 1 both equal MeanFlow's 1/(||Delta||^2 + c)^p.
     """
 
-    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor, elements: int = 1) -> Tensor:
         inv = _inverse_alpha(alpha)
         scaled = sq_err.detach() * inv.pow(2)  # ||Delta / alpha||^2; at alpha = 0 Delta is already the MeanFlow residual
-        return inv / (scaled + self.c).pow(self.p)
+        return inv * super().__call__(alpha, scaled, t, r, elements)
 
 
 @WEIGHTINGS.register("consistency")
