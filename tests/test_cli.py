@@ -107,9 +107,25 @@ def test_toy_run_scatters_against_the_data(tmp_path: Path):
     assert (out / "samples" / "meanflow-nfe1.png").is_file()
 
 
+def test_threads_option_pins_torch_threads_and_is_recorded(tmp_path: Path):
+    before = torch.get_num_threads()
+    out = tmp_path / "toy-threads"
+    try:
+        code, _, _ = flowzoo("run", "--objective", "flow_matching", "--data", "toy:moons", "--steps", "4",
+                             "--batch-size", "32", "--out", str(out), "--threads", "1",
+                             "--set", "eval.num_samples=200", *TINY)
+        assert code == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    provenance = json.loads((out / "result.json").read_text())["provenance"]
+    assert provenance["threads"] == 1 and "1 threads" in provenance["device"]
+
+
 @pytest.mark.parametrize(
     "args, phrase",
     [
+        (["run", "--threads", "0"], "--threads must be at least 1"),
         (["run", "--set", "train.stepz=3"], "unknown key(s) train.stepz"),
         (["run", "--set", "train.steps=many"], "train.steps = 'many' has the wrong type"),
         (["run", "--objective", "meanflw"], "did you mean 'meanflow'"),

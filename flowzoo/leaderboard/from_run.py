@@ -67,6 +67,7 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
             "steps": prov["steps"], "batch_size": config.get("train", {}).get("batch_size"),
             "images_seen": prov["images_seen"], "wall_time_s": prov["wall_time_s"], "device": prov.get("device"),
             "world_size": prov.get("world_size"), "skipped_steps": prov.get("skipped_steps"),
+            "threads": prov.get("threads"),
         },
         "protocol": {
             "metrics": result.get("metric_info", {name: {"implementation": name} for name in result.get("metrics", [])}),

@@ -60,4 +60,5 @@ def provenance(cfg: dict[str, Any], state) -> dict[str, Any]:
         "skipped_steps": state.skipped_steps,
         "world_size": state.world_size,
         "device": device_name(device),
+        "threads": torch.get_num_threads(),  # CPU wall times mean little without it (flowzoo run --threads)
     }
