@@ -82,6 +82,11 @@ def test_bench_runs_the_grid_skips_valid_results_and_never_overwrites_a_changed_
     fm = read_record(results / "test-grid" / "toy-8gaussians" / "fm-s0.json")
     assert {(e["sampler"], e["nfe"]) for e in fm["evaluations"]} == {("euler", 1), ("euler", 2)}
     assert fm["compute"]["steps"] == 12 and fm["compute"]["images_seen"] == 12 * 256
+    assert fm["compute"]["passes_per_step"] == {"forward": 1.0, "jvp": 0.0, "backward": 1.0}
+    mf = read_record(results / "test-grid" / "toy-8gaussians" / "mf-s0.json")
+    assert mf["compute"]["passes_per_step"]["jvp"] > 0  # MeanFlow's r < t samples take the JVP
+    assert mf["compute"]["train_flops"] > fm["compute"]["train_flops"] > 0
+    assert fm["compute"]["threads"] == 1
     assert fm["curve"] and fm["curve"][-1]["step"] == 12 and "swd" in fm["curve"][-1]["metrics"]
     assert fm["protocol"]["metrics"]["toy2d"]["num_samples"] == 2000
     assert fm["command"].startswith("flowzoo run --objective flow_matching")

@@ -79,5 +79,19 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
                   for line in read_by_step(run_dir / CURVE_FILE)],
         "schedules": training_schedules(run_dir / "metrics.jsonl"),
     }
+    record["compute"].update(_training_compute(config, run_dir))
     validate_record(record)
     return record
+
+
+def _training_compute(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Passes per step and FLOPs (flowzoo.leaderboard.compute_cost); a record is still written without them."""
+    import warnings
+
+    from flowzoo.leaderboard.compute_cost import training_compute
+
+    try:
+        return training_compute(config)
+    except Exception as exc:  # noqa: BLE001 (the record of a finished run must not be lost to an estimate)
+        warnings.warn(f"{run_dir}: training compute not estimated ({type(exc).__name__}: {exc})")
+        return {}
