@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from flowzoo import yaml_io
+
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 SECTIONS = ("objective", "backbone", "data", "train", "eval", "seed", "out")
 
@@ -48,7 +50,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_io.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
     if not isinstance(data, dict):
@@ -87,7 +89,7 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value (e.g. train.steps=100), got '{item}'.")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_io.load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: the value '{raw}' is not valid YAML.") from None
         node = out

@@ -133,8 +133,7 @@ def plot_cosines(lines: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 def analyze_gradients(cfg: dict[str, Any], *, every: int, batch_size: int, quiet: bool = False) -> tuple[Path, list[dict]]:
     """Train the resolved config, measuring the cosines every `every` steps; returns (out dir, lines)."""
-    import yaml
-
+    from flowzoo import yaml_io
     from flowzoo.atomic import atomic_write_text
     from flowzoo.config import build_dataclass
     from flowzoo.data import create_dataset, parse_data_name
@@ -154,7 +153,7 @@ def analyze_gradients(cfg: dict[str, Any], *, every: int, batch_size: int, quiet
     objective = create_objective(spec.pop("name"), net, total_steps=options.steps, **spec)
     check_run_dir(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml_io.dump(cfg, sort_keys=False))
     batch = analysis_batch(objective, dataset, batch_size, seed)
     hook = GradientHook(objective, batch, out / "gradients.jsonl")
     if not (out / "gradients.jsonl").exists():

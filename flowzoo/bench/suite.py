@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from flowzoo import yaml_io
 from flowzoo.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -123,12 +122,12 @@ def with_overrides(suite: Suite, *, data: str | None = None, sets: list[str] = (
     for item in sets:
         parse_set([item])  # one sentence for a malformed assignment
         key, _, raw = item.partition("=")
-        extra[key.strip()] = yaml.safe_load(raw)
+        extra[key.strip()] = yaml_io.load(raw)
     return replace(suite, sets={**suite.sets, **extra})
 
 
 def _yaml_inline(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+    return yaml_io.dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
 
 
 def _mapping(mapping: dict[str, Any] | None, where: str) -> dict[str, Any]:

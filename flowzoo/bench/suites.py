@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from flowzoo import yaml_io
 from flowzoo.bench.suite import SUITES_DIR, load_suite_file
 from flowzoo.registry import BENCHMARKS
 
@@ -16,7 +17,7 @@ class SuiteFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
-            description = str((yaml.safe_load(self.path.read_text()) or {}).get("description", ""))
+            description = str((yaml_io.load(self.path.read_text()) or {}).get("description", ""))
         except (yaml.YAMLError, AttributeError):
             description = f"(unreadable: {self.path.name})"
         self.__doc__ = description.split(". ")[0].strip() or f"suite from {self.path.name}"

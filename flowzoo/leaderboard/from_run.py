@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from flowzoo import yaml_io
 from flowzoo.jsonl import read_by_step
 from flowzoo.leaderboard.record import SCHEMA, RecordError, validate_record
 
@@ -38,7 +39,7 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
         raise RecordError(f"{run_dir} has no finished run (result.json and config.yaml are written at the end)")
     try:
         result = json.loads(result_path.read_text())
-        config = yaml.safe_load(config_path.read_text())
+        config = yaml_io.load(config_path.read_text())
     except (ValueError, yaml.YAMLError):
         raise RecordError(f"{run_dir}: result.json or config.yaml is unreadable") from None
     prov = result["provenance"]

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from rich.console import Console
 
+from flowzoo import yaml_io
 from flowzoo.backbones import create_backbone
 from flowzoo.config import ConfigError, build_dataclass, config_hash
 from flowzoo.data import create_dataset, parse_data_name
@@ -75,7 +75,7 @@ def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
     """Refuse to resume a run directory that holds a different experiment (its checkpoints are the user's)."""
     saved = out / "config.yaml"
     if saved.is_file():
-        previous = yaml.safe_load(saved.read_text()) or {}
+        previous = yaml_io.load(saved.read_text()) or {}
         if config_hash(previous) != config_hash(cfg):
             raise ConfigError(
                 f"{out} holds a run with a different config (see {saved}); pass a different --out to start a new run."
@@ -111,7 +111,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
         if hasattr(metric, "check"):
             metric.check(dataset)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml_io.dump(cfg, sort_keys=False))
 
     preview_sampler = next(iter(samplers))
     hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.previews else []

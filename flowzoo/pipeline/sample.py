@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from rich.console import Console
 
-from flowzoo.config import ConfigError
+from flowzoo.config import ConfigError, load_yaml
 from flowzoo.data import create_dataset
 from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
 from flowzoo.atomic import write_json
 from flowzoo.pipeline.run import build_network
 from flowzoo.registry import OBJECTIVES, SAMPLERS
 from flowzoo.train import load_checkpoint
+from flowzoo.train.checkpoint import CheckpointError
 
 
 def load_run(checkpoint: str | Path, ema_index: int = 0):
@@ -30,10 +30,17 @@ def load_run(checkpoint: str | Path, ema_index: int = 0):
     config_path = checkpoint.resolve().parent.parent / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path} is missing; a checkpoint is read together with its run's config.yaml.")
-    cfg = yaml.safe_load(config_path.read_text())
+    cfg = load_yaml(config_path)  # one sentence (ConfigError) when it is torn or not a mapping
+    missing = [key for key in ("data", "backbone", "seed", "objective") if key not in cfg]
+    if missing:
+        raise ConfigError(f"{config_path} lacks {', '.join(missing)}; it is not a complete flowzoo run config "
+                          f"(was it truncated or edited?).")
+    try:
+        ckpt = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from None
     dataset = create_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
     net = build_network(cfg["backbone"], dataset, int(cfg["seed"]))
-    ckpt = load_checkpoint(checkpoint)
     if ema_index == -1:
         state = ckpt["model"]
     else:
