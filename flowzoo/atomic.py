@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from flowzoo import fault_hook
+
 
 def fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable; not possible on every platform (e.g. Windows), hence best effort.
@@ -48,6 +50,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     try:
         with open(tmp, "wb") as f:
             write(f)
+            fault_hook.mid_write(path, f)  # tests only: die or hit a full disk here, before the rename
             f.flush()
             os.fsync(f.fileno())
         replace(tmp, path)

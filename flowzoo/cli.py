@@ -6,6 +6,7 @@ code 2; a run that diverges ends with exit code 1 and its last good checkpoint i
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -356,13 +357,13 @@ def analyze_gradients_command(
 
 
 def main() -> None:
-    from flowzoo.train import TrainingDiverged
+    from flowzoo.train import CheckpointError, TrainingDiverged
 
     try:
         code = app(standalone_mode=False)  # click returns a typer.Exit's code instead of raising it here
         if isinstance(code, int) and code:
             sys.exit(code)
-    except (UserError, ConfigError, RegistryError, FileNotFoundError) as exc:
+    except (UserError, ConfigError, RegistryError, FileNotFoundError, CheckpointError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
     except ValueError as exc:  # our validation errors are one sentence; a library's usually too
@@ -371,9 +372,16 @@ def main() -> None:
     except TrainingDiverged as exc:
         err.print(f"[red]stopped:[/red] {exc}")
         sys.exit(1)
-    except KeyboardInterrupt:
-        err.print("interrupted; re-run the same command to resume from the last checkpoint.")
+    except KeyboardInterrupt as exc:
+        err.print(f"interrupted: {exc}" if str(exc) else "interrupted; re-run the same command to resume from the last checkpoint.")
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        # Every file flowzoo writes is written atomically, so what existed before this write is intact.
+        err.print(f"[red]error:[/red] could not write {exc.filename or 'a file'} ({exc.strerror}); files written "
+                  f"before are intact: free space (or fix the permission) and run the same command again.")
+        sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:

@@ -10,10 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flowzoo import fault_hook
+
 
 def append_line(path: Path, entry: dict[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    line = (json.dumps(entry) + "\n").encode()
+    with open(path, "ab") as handle:
+        fault_hook.mid_write(Path(path), handle, line)  # tests only: a torn last line or a full disk
+        handle.write(line)
 
 
 def read_by_step(path: Path) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from flowzoo import yaml_io
+from flowzoo import run_lock, yaml_io
 from flowzoo.backbones import create_backbone
 from flowzoo.config import ConfigError, build_dataclass, config_hash
 from flowzoo.data import create_dataset, parse_data_name
@@ -110,31 +111,35 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     for metric in metrics_for(dataset, seed=seed).values():  # e.g. FVD without its I3D file: say so before training
         if hasattr(metric, "check"):
             metric.check(dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml_io.dump(cfg, sort_keys=False))
+    # One `flowzoo run` per run directory (rank 0 holds it for all ranks of a torchrun job); check the
+    # config again under the lock, since a concurrent run may have written config.yaml meanwhile.
+    with run_lock.hold(out) if run_lock.is_main_process() else contextlib.nullcontext():
+        check_run_dir(out, cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml_io.dump(cfg, sort_keys=False))
 
-    preview_sampler = next(iter(samplers))
-    hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.previews else []
-    if eval_options.curve:
-        hooks.append(CurveHook(dataset, preview_sampler, out / CURVE_FILE, eval_options.num_samples, seed))
-    state = train(options, net, objective, dataset, hooks=hooks)  # builds this rank's stream
-    if not state.is_main:
-        return None
+        preview_sampler = next(iter(samplers))
+        hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.previews else []
+        if eval_options.curve:
+            hooks.append(CurveHook(dataset, preview_sampler, out / CURVE_FILE, eval_options.num_samples, seed))
+        state = train(options, net, objective, dataset, hooks=hooks)  # builds this rank's stream
+        if not state.is_main:
+            return None
 
-    evaluation = evaluate(state.ema_net, dataset, samplers, num_samples=eval_options.num_samples, seed=seed,
-                          samples_dir=out / "samples", guidance=eval_options.guidance)
-    record = {
-        "objective": objective_name,
-        "schedule": schedule_name,
-        "data": cfg["data"]["name"],
-        "backbone": cfg["backbone"]["name"],
-        "sampled_from": "ema[0]" if state.emas else "raw",
-        **evaluation,
-        "provenance": provenance(cfg, state),
-    }
-    write_json(out / "result.json", record)
-    print_summary(console, record, out)
-    return record
+        evaluation = evaluate(state.ema_net, dataset, samplers, num_samples=eval_options.num_samples, seed=seed,
+                              samples_dir=out / "samples", guidance=eval_options.guidance)
+        record = {
+            "objective": objective_name,
+            "schedule": schedule_name,
+            "data": cfg["data"]["name"],
+            "backbone": cfg["backbone"]["name"],
+            "sampled_from": "ema[0]" if state.emas else "raw",
+            **evaluation,
+            "provenance": provenance(cfg, state),
+        }
+        write_json(out / "result.json", record)
+        print_summary(console, record, out)
+        return record
 
 
 class PreviewHook:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -97,6 +98,45 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); delete it to resume from "
             f"an older periodic checkpoint (copy one of step-*.pt to latest.pt) or start over."
         ) from exc
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint to NAME.corrupt-<UTC time> (never delete what a user may want to inspect)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+    os.replace(path, target)
+    return target
+
+
+def load_resume_point(out_dir: str | os.PathLike, is_usable: Callable[[Any], bool], *, writer: bool,
+                      say: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """The newest readable checkpoint of a run, loaded: latest.pt, else the periodic ones newest first.
+
+    A file that does not load (torn, random bytes, not a flowzoo checkpoint) is skipped; the single
+    ``writer`` (rank 0) sets it aside as NAME.corrupt-<time> so the next save does not mix with it, and
+    ``say`` gets one line naming what was set aside and where the run resumes. None: nothing to resume.
+    """
+    directory = checkpoint_dir(out_dir)
+    candidates = [directory / LATEST] + [p for _, p in reversed(periodic_checkpoints(directory))]
+    unreadable = []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            contents = load_checkpoint(path)
+        except CheckpointError:
+            contents = None
+        if contents is not None and is_usable(contents):
+            if unreadable:
+                say(f"{', '.join(unreadable)} could not be read; resuming from {path} (step {contents['step']}).")
+            return path, contents
+        unreadable.append(f"{path} (set aside as {set_aside(path).name})" if writer else str(path))
+    if unreadable:
+        say(f"{', '.join(unreadable)} could not be read and no readable checkpoint is left; starting from step 0.")
+    return None
 
 
 def find_latest(out_dir: str | os.PathLike) -> Path | None:

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 import time
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
-from flowzoo.train import checkpoint, distributed
+from flowzoo.train import checkpoint, distributed, interrupt
 from flowzoo.train.ema import EMA
 from flowzoo.train.metrics import MetricsLog, MetricWindow
 from flowzoo.train.options import TrainOptions
 from flowzoo.train.progress import TrainProgress
-from flowzoo.train.state import TrainState, checkpoint_contents, restore, rng_state
+from flowzoo.train.state import TrainState, checkpoint_contents, is_training_checkpoint, restore, rng_state
 
 Hook = Callable[[int, TrainState], None]
 
@@ -120,9 +121,11 @@ def train(
 
         # Resume: the same command continues from checkpoints/latest.pt.
         ckpt_dir = checkpoint.checkpoint_dir(opts.out_dir)
-        latest = checkpoint.find_latest(opts.out_dir)
-        if latest is not None:
-            restore(state, checkpoint.load_checkpoint(latest), stream, latest)
+        # An unreadable latest.pt falls back to the newest readable periodic one and is set aside.
+        resumed = checkpoint.load_resume_point(opts.out_dir, is_training_checkpoint, writer=env.is_main,
+                                               say=lambda line: env.is_main and print(line, file=sys.stderr))
+        if resumed is not None:
+            restore(state, resumed[1], stream, resumed[0])
         if env.is_main:
             checkpoint.clean_stale_temps(ckpt_dir)
 
@@ -142,7 +145,8 @@ def train(
         window = MetricWindow(device)
         window_start, window_steps = time.perf_counter(), 0
         with (MetricsLog(state.out_dir / "metrics.jsonl", state.step, enabled=env.is_main) as log,
-              TrainProgress(opts.steps, state.step, quiet=opts.quiet or not env.is_main) as progress):
+              TrainProgress(opts.steps, state.step, quiet=opts.quiet or not env.is_main) as progress,
+              interrupt.stop_at_step_boundary(enabled=env.world_size == 1) as stop):
             while state.step < opts.steps:
                 k = state.step
                 x, y = stream.next()
@@ -195,6 +199,12 @@ def train(
                 if state.step % opts.sample_every == 0 and state.step < opts.steps:
                     for hook in hooks:
                         hook(state.step, state)
+                if stop.requested:  # Ctrl-C / SIGTERM: this step is done; keep it, then stop
+                    if state.last_checkpoint_step != state.step:
+                        save()
+                    raise interrupt.TrainingInterrupted(
+                        f"{stop.requested} at step {state.step}: the run stopped after writing {ckpt_dir / checkpoint.LATEST}; "
+                        f"run the same command again to resume from there.")
 
             if state.last_checkpoint_step != state.step:
                 save()

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from flowzoo import fault_hook
+
 from flowzoo.train import distributed
 from flowzoo.train.distributed import DistEnv
 
@@ -67,7 +69,8 @@ class MetricsLog:
         kept = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
-                if json.loads(line).get("step", 0) <= step:
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("step", 0) <= step:
                     kept.append(line)
             except json.JSONDecodeError:  # a line torn by a kill mid-write
                 continue
@@ -77,7 +80,9 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
+            line = json.dumps(record) + "\n"
+            fault_hook.mid_write(self.path, self._file, line)  # tests only: a torn last line or a full disk
+            self._file.write(line)
             self._file.flush()
 
     def close(self) -> None:

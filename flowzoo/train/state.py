@@ -106,6 +106,11 @@ def checkpoint_contents(state: TrainState, objective: nn.Module, rank_states: li
     }
 
 
+def is_training_checkpoint(ckpt: Any) -> bool:
+    """A loaded file that restore() can read (a torn or foreign file is not)."""
+    return isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and "step" in ckpt
+
+
 def restore(state: TrainState, ckpt: dict[str, Any], stream, path: Path) -> None:
     """Load ``ckpt`` into ``state`` and this rank's data stream; refuse what cannot continue exactly."""
     if ckpt.get("format") != FORMAT:

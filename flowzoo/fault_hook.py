@@ -1,0 +1,44 @@
+"""A test seam on every write flowzoo makes: FLOWZOO_FAULT makes the n-th matching write fail on purpose.
+
+    FLOWZOO_FAULT="<file-name glob>:<n>:<action>"     e.g. "*.pt:3:kill", "result.json:1:enospc"
+
+``kill``: the process SIGKILLs itself half way through the write (half the bytes are in the temp file or,
+for a JSON-lines append, on the last line), the worst moment for a crash; deterministic, so the fault
+suite never races on timing. ``enospc``: the write raises OSError(ENOSPC), as on a full disk. Unset (as
+always outside the tests) the hook costs one environment lookup per write.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import signal
+from pathlib import Path
+
+ENV = "FLOWZOO_FAULT"
+_seen: dict[str, int] = {}
+
+
+def _armed(path: Path) -> str | None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return None
+    pattern, n, action = spec.rsplit(":", 2)
+    if not fnmatch.fnmatch(path.name, pattern):
+        return None
+    _seen[spec] = _seen.get(spec, 0) + 1
+    return action if _seen[spec] == int(n) else None
+
+
+def mid_write(path: Path, handle, data: bytes | str | None = None) -> None:
+    """Called by a writer of ``path`` once ``handle`` is open, before the bytes ``data`` (if given) go in."""
+    action = _armed(Path(path))
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if action == "kill":
+        if data is not None:
+            handle.write(data[: max(1, len(data) // 2)])
+        handle.flush()
+        os.fsync(handle.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
