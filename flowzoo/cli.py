@@ -29,6 +29,9 @@ err = Console(stderr=True, soft_wrap=True)  # one sentence stays one line
 out = Console()
 
 
+RESUME_HINT = "interrupted; re-run the same command to resume from the last checkpoint."
+
+
 class UserError(Exception):
     """Bad input from the command line; printed as one sentence, exit code 2."""
 
@@ -77,7 +80,11 @@ def run(
         sets=set_ or [], flags={"train.steps": steps, "train.batch_size": batch_size, "seed": seed,
                                 "out": str(out_dir) if out_dir else None},
     )
-    run_experiment(cfg, schedule_name=schedule, quiet=quiet, console=out)
+    try:
+        run_experiment(cfg, schedule_name=schedule, quiet=quiet, console=out)
+    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130; say how to resume
+        err.print(f"interrupted: {exc}" if str(exc) else RESUME_HINT)
+        raise typer.Exit(130) from None
 
 
 @app.command("list")
@@ -373,7 +380,7 @@ def main() -> None:
         err.print(f"[red]stopped:[/red] {exc}")
         sys.exit(1)
     except KeyboardInterrupt as exc:
-        err.print(f"interrupted: {exc}" if str(exc) else "interrupted; re-run the same command to resume from the last checkpoint.")
+        err.print(f"interrupted: {exc}" if str(exc) else RESUME_HINT)
         sys.exit(130)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):

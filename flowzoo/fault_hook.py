@@ -1,10 +1,11 @@
 """A test seam on every write flowzoo makes: FLOWZOO_FAULT makes the n-th matching write fail on purpose.
 
-    FLOWZOO_FAULT="<file-name glob>:<n>:<action>"     e.g. "*.pt:3:kill", "result.json:1:enospc"
+    FLOWZOO_FAULT="<path glob>:<n>:<action>"     e.g. "*.pt:3:kill", "*/result.json:1:enospc"
 
 ``kill``: the process SIGKILLs itself half way through the write (half the bytes are in the temp file or,
 for a JSON-lines append, on the last line), the worst moment for a crash; deterministic, so the fault
-suite never races on timing. ``enospc``: the write raises OSError(ENOSPC), as on a full disk. Unset (as
+suite never races on timing. ``pause``: print "FLOWZOO_FAULT paused" on stderr and wait for a signal
+(the test acts on the paused process, e.g. a second run on its folder, then signals it). ``enospc``: the write raises OSError(ENOSPC), as on a full disk. Unset (as
 always outside the tests) the hook costs one environment lookup per write.
 """
 
@@ -14,6 +15,7 @@ import errno
 import fnmatch
 import os
 import signal
+import sys
 from pathlib import Path
 
 ENV = "FLOWZOO_FAULT"
@@ -25,7 +27,7 @@ def _armed(path: Path) -> str | None:
     if not spec:
         return None
     pattern, n, action = spec.rsplit(":", 2)
-    if not fnmatch.fnmatch(path.name, pattern):
+    if not fnmatch.fnmatch(str(path), pattern):
         return None
     _seen[spec] = _seen.get(spec, 0) + 1
     return action if _seen[spec] == int(n) else None
@@ -36,6 +38,9 @@ def mid_write(path: Path, handle, data: bytes | str | None = None) -> None:
     action = _armed(Path(path))
     if action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if action == "pause":
+        print(f"FLOWZOO_FAULT paused writing {path}", file=sys.stderr, flush=True)
+        signal.pause()  # returns once a handler (e.g. training's SIGINT handler) has run
     if action == "kill":
         if data is not None:
             handle.write(data[: max(1, len(data) // 2)])
