@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from flowzoo import atomic, fault_hook
+from flowzoo import atomic, fault_hook, run_lock
 
 # 8 steps of a 16-wide MLP on moons: a checkpoint and a metrics line every 2 steps, all checkpoints kept.
 TOY = ["run", "--objective", "flow_matching", "--data", "toy:moons", "--steps", "8", "--batch-size", "16",
@@ -41,9 +41,9 @@ def arm(monkeypatch, fault: str) -> None:
 
 
 def checksums(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (relative path -> digest), less temp files of killed writes."""
+    """sha256 of every file under ``folder`` (relative path -> digest), less temp files and the lock file (a pid)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file() and not atomic.is_temp(p)}
+            for p in sorted(Path(folder).rglob("*")) if p.is_file() and not atomic.is_temp(p) and p.name != run_lock.LOCK_NAME}
 
 
 def assert_kept(before: dict[str, str], folder: Path) -> None:

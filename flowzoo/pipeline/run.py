@@ -20,7 +20,7 @@ from rich.console import Console
 
 from flowzoo import run_lock, yaml_io
 from flowzoo.backbones import create_backbone
-from flowzoo.config import ConfigError, build_dataclass, config_hash
+from flowzoo.config import ConfigError, build_dataclass, config_hash, load_yaml
 from flowzoo.data import create_dataset, parse_data_name
 from flowzoo.eval import metrics_for
 from flowzoo.jsonl import append_line
@@ -76,7 +76,7 @@ def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
     """Refuse to resume a run directory that holds a different experiment (its checkpoints are the user's)."""
     saved = out / "config.yaml"
     if saved.is_file():
-        previous = yaml_io.load(saved.read_text()) or {}
+        previous = load_yaml(saved)  # a torn config.yaml is one sentence, not a traceback
         if config_hash(previous) != config_hash(cfg):
             raise ConfigError(
                 f"{out} holds a run with a different config (see {saved}); pass a different --out to start a new run."

@@ -94,9 +94,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        # Only the error's kind: torch's weights-only message spans lines and suggests weights_only=False.
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); delete it to resume from "
-            f"an older periodic checkpoint (copy one of step-*.pt to latest.pt) or start over."
+            f"cannot read checkpoint {path}: it is torn or not a flowzoo checkpoint ({type(exc).__name__}); "
+            f"pass one of the run's step-*.pt, or run the same `flowzoo run` again to resume from the newest readable one."
         ) from exc
 
 
@@ -131,6 +132,8 @@ def load_resume_point(out_dir: str | os.PathLike, is_usable: Callable[[Any], boo
             contents = None
         if contents is not None and is_usable(contents):
             if unreadable:
+                if writer and path.name != LATEST:  # latest.pt is again the newest readable state
+                    atomic_copy(path, directory / LATEST)
                 say(f"{', '.join(unreadable)} could not be read; resuming from {path} (step {contents['step']}).")
             return path, contents
         unreadable.append(f"{path} (set aside as {set_aside(path).name})" if writer else str(path))

@@ -25,6 +25,15 @@ LATENT_NOISE = 4  # seed-family tag for the posterior eps (stream.py uses 1-3)
 NORMALIZATIONS = ("sd", "per_channel")
 
 
+def _load_shard(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """One .npy shard of the cache, or ValueError with one sentence when it is missing, torn or not an array."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"the latent-cache shard {path} is missing or unreadable ({type(exc).__name__}); move it and "
+                         f"manifest.json aside and rerun `flowzoo prepare imagenet256` with the same --out to rebuild it.") from None
+
+
 def open_cache(path: str | Path | None) -> dict[str, Any]:
     """The manifest of a finished latent cache, or ValueError with one sentence saying what to do."""
     if path is None:
@@ -99,8 +108,8 @@ class ImageNetLatents(PosteriorShards):
         self.sample_shape = (4, size, size)
         self.views = 2 if (self.manifest["flip"] and use_flips) else 1
         self.per_row = self.views  # item = image * views + view
-        self._shards = [np.load(self.path / f"{s['name']}.latents.npy", mmap_mode="r") for s in self.manifest["shards"]]
-        labels = [np.load(self.path / f"{s['name']}.labels.npy") for s in self.manifest["shards"]]
+        self._shards = [_load_shard(self.path / f"{s['name']}.latents.npy", mmap_mode="r") for s in self.manifest["shards"]]
+        labels = [_load_shard(self.path / f"{s['name']}.labels.npy") for s in self.manifest["shards"]]
         self.labels = torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
         self._offsets = np.cumsum([0] + [len(s) for s in self._shards])
         stats = self.manifest.get("channel_stats") or {"mean": [0.0] * 4, "std": [1.0] * 4}

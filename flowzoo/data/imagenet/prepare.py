@@ -14,6 +14,7 @@ per-channel sums of the posterior, from which the per-channel normalisation stat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from flowzoo import run_lock
 from flowzoo.atomic import atomic_write, write_json
 from flowzoo.data.imagenet.folder import load_cropped, scan_image_folder
 from flowzoo.data.imagenet.vae import describe_vae, encode, load_vae
@@ -35,7 +37,16 @@ DTYPES = ("float16", "float32")
 
 def read_manifest(out: str | Path) -> dict[str, Any] | None:
     path = Path(out) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is torn or not a flowzoo manifest; move it aside and run `flowzoo prepare` with "
+                         f"the same --out again (the shards it lists are re-encoded).")
+    return manifest
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
@@ -55,7 +66,14 @@ def channel_stats(shards: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {"mean": mean.tolist(), "std": np.sqrt(np.maximum(s2 / n - mean**2, 0.0)).tolist()}
 
 
-def prepare_latents(data: str | Path, vae: Any, out: str | Path, *, shard_size: int = 10_000, batch_size: int = 64,
+def prepare_latents(data: str | Path, vae: Any, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Encode DATA into OUT (see ``_prepare_latents``), refused at once while another process builds OUT."""
+    if_main = run_lock.hold(out, "latent cache") if run_lock.is_main_process() else contextlib.nullcontext()
+    with if_main:
+        return _prepare_latents(data, vae, out, **options)
+
+
+def _prepare_latents(data: str | Path, vae: Any, out: str | Path, *, shard_size: int = 10_000, batch_size: int = 64,
                     flip: bool = False, image_size: int = 256, dtype: str = "float16", device: str = "auto",
                     workers: int | None = None, progress: bool = True, stop_after: int | None = None,
                     log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -52,17 +52,27 @@ def read_annotations(paths: str | Path | list) -> list[Clip]:
     for path in map(Path, paths):
         if not path.is_file():
             raise FileNotFoundError(f"annotation CSV {path} does not exist; pass the Kinetics train.csv (e.g. k700-2020/annotations/train.csv).")
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{path} is not a Kinetics annotation CSV: it lacks the column(s) {', '.join(missing)} (needs {', '.join(COLUMNS)}).")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    clips.append(Clip(row["label"].strip(), row["youtube_id"].strip(), int(float(row["time_start"])),
-                                      int(float(row["time_end"])), row["split"].strip()))
-                except (TypeError, ValueError):
-                    raise ValueError(f"{path} line {line}: time_start and time_end must be numbers, got {row['time_start']!r} and {row['time_end']!r}.") from None
+        try:
+            clips += _read_csv(path)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not a readable Kinetics annotation CSV ({type(exc).__name__}); pass the Kinetics "
+                             f"train.csv (columns {', '.join(COLUMNS)}).") from None
+    return clips
+
+
+def _read_csv(path: Path) -> list[Clip]:
+    clips = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} is not a Kinetics annotation CSV: it lacks the column(s) {', '.join(missing)} (needs {', '.join(COLUMNS)}).")
+        for line, row in enumerate(reader, start=2):
+            try:
+                clips.append(Clip(row["label"].strip(), row["youtube_id"].strip(), int(float(row["time_start"])),
+                                  int(float(row["time_end"])), row["split"].strip()))
+            except (TypeError, ValueError, AttributeError):  # AttributeError: a row cut short (None fields)
+                raise ValueError(f"{path} line {line}: the row is incomplete or time_start and time_end are not numbers, got {row['time_start']!r} and {row['time_end']!r}.") from None
     return clips
 
 
