@@ -22,6 +22,7 @@ from flowzoo.backbones import create_backbone
 from flowzoo.config import ConfigError, build_dataclass, config_hash
 from flowzoo.data import create_dataset, parse_data_name
 from flowzoo.eval import metrics_for
+from flowzoo.eval.plots import figure_title
 from flowzoo.jsonl import append_line
 from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, results_table, write_samples_figure
@@ -114,7 +115,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     preview_sampler = next(iter(samplers))
-    hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.previews else []
+    hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed, objective=objective_name)] if eval_options.previews else []
     if eval_options.curve:
         hooks.append(CurveHook(dataset, preview_sampler, out / CURVE_FILE, eval_options.num_samples, seed))
     state = train(options, net, objective, dataset, hooks=hooks)  # builds this rank's stream
@@ -122,7 +123,8 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
         return None
 
     evaluation = evaluate(state.ema_net, dataset, samplers, num_samples=eval_options.num_samples, seed=seed,
-                          samples_dir=out / "samples", guidance=eval_options.guidance)
+                          samples_dir=out / "samples", guidance=eval_options.guidance,
+                          objective=objective_name, step=state.step)
     record = {
         "objective": objective_name,
         "schedule": schedule_name,
@@ -140,8 +142,10 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
 class PreviewHook:
     """Every train.sample_every steps: a 1-NFE and a 2-NFE sample figure from the EMA network."""
 
-    def __init__(self, dataset, sampler: str, directory: Path, seed: int, num_samples: int = 100):
+    def __init__(self, dataset, sampler: str, directory: Path, seed: int, num_samples: int = 100,
+                 objective: str | None = None):
         self.dataset, self.sampler, self.directory, self.seed = dataset, sampler, Path(directory), seed
+        self.objective = objective
         # toys: a scatter wants many points; video: the figure shows 8 clips, each costs 100s of tokens
         self.num_samples = {1: 1000, 4: 8}.get(len(dataset.sample_shape), num_samples)
 
@@ -150,8 +154,10 @@ class PreviewHook:
             return
         with eval_mode(state.ema_net) as net:
             for nfe in (1, 2):
-                x, _ = generate(net, self.dataset, self.sampler, nfe, self.num_samples, self.seed)
-                write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png", self.seed)
+                x, labels = generate(net, self.dataset, self.sampler, nfe, self.num_samples, self.seed)
+                title = figure_title(self.objective, self.sampler, nfe, step, self.seed)
+                write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png", self.seed,
+                                     title, labels)
 
 
 CURVE_FILE = "eval_curve.jsonl"
