@@ -83,6 +83,25 @@ def test_mode_coverage():
     assert metric(one_mode, None, data)["mode_coverage"] == 1
 
 
+def test_mode_coverage_refuses_a_ring_between_the_modes():
+    # The failure it was fixed for: samples on a ring of the right radius, at angles between the modes.
+    data, metric = create_dataset("toy:8gaussians"), create_metric("toy2d", num_samples=2000)
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    between = (torch.arange(n) % 8) * (2 * math.pi / 8) + math.pi / 8  # mid-way between neighbouring centres
+    angle = between + (torch.rand(n, generator=g) - 0.5) * 0.8  # +-0.4 rad: reaches into the modes' 3-std discs
+    radius = data.radius + data.mode_std * torch.randn(n, generator=g)
+    ring = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    out = metric(ring, None, data)
+    modes, _ = data.nearest_mode(ring)
+    inside = data.in_support(ring)
+    old_rule = int((torch.bincount(modes[inside], minlength=8) >= 0.01 * n).sum())  # >= 1% of samples in support
+    assert out["support_frac"] > 0.3 and old_rule == 8  # the old rule said 8 of 8
+    assert out["mode_coverage"] <= 1
+    # The angle of the ring's samples doesn't matter when they sit on the modes: true data covers all 8.
+    assert metric(data.reference(2000, 5)[0], None, data)["mode_coverage"] == 8
+
+
 def test_swd_and_mmd_are_seeded_and_zero_on_identical_sets():
     x = torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
     assert sliced_wasserstein(x, x) == 0.0 and mmd_rbf(x, x) < 1e-6
