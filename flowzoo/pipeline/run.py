@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,14 @@ from flowzoo.config import ConfigError, build_dataclass, config_hash
 from flowzoo.data import create_dataset, parse_data_name
 from flowzoo.eval import metrics_for
 from flowzoo.eval.plots import figure_title
-from flowzoo.jsonl import append_line
+from flowzoo.jsonl import append_line, read_by_step
 from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, results_table, write_samples_figure
 from flowzoo.pipeline.provenance import provenance
 from flowzoo.atomic import atomic_write_text, write_json
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
 from flowzoo.train import TrainOptions, train
+from flowzoo.train.checkpoint import find_latest
 
 
 @dataclass
@@ -83,6 +85,16 @@ def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
             )
 
 
+def finished_training_step(out: Path, steps: int) -> int | None:
+    """The step a run directory's training already reached, when that is `steps` or more (else None):
+    a checkpoint is there and metrics.jsonl logged the last step, so the loop will only re-evaluate."""
+    if find_latest(out) is None:
+        return None
+    logged = read_by_step(out / "metrics.jsonl")
+    last = int(logged[-1]["step"]) if logged else 0
+    return last if last >= steps else None
+
+
 def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, quiet: bool = False,
                    console: Console | None = None) -> dict[str, Any] | None:
     console = console or Console()
@@ -108,6 +120,10 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     net = build_network(cfg["backbone"], dataset, seed)
     objective = create_objective(objective_name, net, total_steps=options.steps, **objective_spec)
     check_run_dir(out, cfg)
+    done = finished_training_step(out, options.steps)
+    if done is not None and os.environ.get("RANK", "0") == "0":
+        console.print(f"{out} already finished training at step {done}; re-evaluating its checkpoint "
+                      "(use --out to start a new run).")
     for metric in metrics_for(dataset, seed=seed).values():  # e.g. FVD without its I3D file: say so before training
         if hasattr(metric, "check"):
             metric.check(dataset)
