@@ -27,7 +27,7 @@ from flowzoo.eval.plots import figure_title
 from flowzoo.jsonl import append_line, read_by_step
 from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, results_table, write_samples_figure
-from flowzoo.pipeline.provenance import provenance
+from flowzoo.pipeline.provenance import plugins_used, provenance
 from flowzoo.atomic import atomic_write_text, write_json
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
 from flowzoo.train import TrainOptions, train
@@ -148,7 +148,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
         "backbone": cfg["backbone"]["name"],
         "sampled_from": "ema[0]" if state.emas else "raw",
         **evaluation,
-        "provenance": provenance(cfg, state),
+        "provenance": {**provenance(cfg, state), "plugins": plugins_used(cfg, samplers)},
     }
     write_json(out / "result.json", record)
     print_summary(console, record, out)
