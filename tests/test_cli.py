@@ -70,7 +70,7 @@ def test_rerunning_the_same_command_resumes_instead_of_starting_over(digits_run:
                            "--batch-size", "32", "--out", str(digits_run), "--set", "eval.num_samples=300", *TINY, capsys=capsys)
     assert code == 0
     # Said in one line, not silently: the run is done and only its evaluation runs again.
-    assert f"{digits_run} already finished training at step 20; re-evaluating its checkpoint" in " ".join(out.split())
+    assert f"{digits_run} already finished training at step 20; re-evaluating its checkpoint" in out
     assert (digits_run / "metrics.jsonl").read_text() == before  # nothing retrained
     assert torch.load(digits_run / "checkpoints" / "latest.pt", weights_only=True)["step"] == ckpt_before == 20
 

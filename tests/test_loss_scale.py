@@ -52,3 +52,6 @@ def test_the_progress_output_says_when_alpha_reaches_zero(tmp_path, capsys):
     notes = [line for line in out.splitlines() if "switches to" in line]
     assert notes == ["step 2: the objective switches to the MeanFlow JVP target (alpha = 0, jvp forward)"]
     assert "mse " in out and "weighted loss " in out
+    import json
+    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4] and all(r["mse"] > 0 for r in lines)

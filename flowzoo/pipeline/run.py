@@ -123,7 +123,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     done = finished_training_step(out, options.steps)
     if done is not None and os.environ.get("RANK", "0") == "0":
         console.print(f"{out} already finished training at step {done}; re-evaluating its checkpoint "
-                      "(use --out to start a new run).")
+                      "(use --out to start a new run).", soft_wrap=True)
     for metric in metrics_for(dataset, seed=seed).values():  # e.g. FVD without its I3D file: say so before training
         if hasattr(metric, "check"):
             metric.check(dataset)
