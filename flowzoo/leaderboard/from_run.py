@@ -28,6 +28,13 @@ def training_schedules(metrics_path: Path) -> dict[str, list[float]]:
     return out
 
 
+def finished_at(result_path: Path) -> str:
+    """When the run finished: result.json is written last (UTC, ISO 8601, seconds)."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(result_path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str) -> dict[str, Any]:
     """The record of one finished run; RecordError (one sentence) when the directory is not one."""
     from flowzoo.pipeline.run import CURVE_FILE
@@ -59,6 +66,7 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
         "config_hash": prov["config_hash"],
         "command": command,
         "code": {"commit": prov.get("commit"), "dirty": prov.get("dirty")},
+        "finished": finished_at(result_path),
         "versions": prov.get("versions", {}),
         "seed": int(prov["seed"]),
         "evaluations": evaluations,

@@ -27,6 +27,7 @@ from flowzoo.eval.plots import figure_title
 from flowzoo.jsonl import append_line, read_by_step
 from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, results_table, write_samples_figure
+from flowzoo.pipeline.divergence import DivergenceAlarm
 from flowzoo.pipeline.provenance import plugins_used, provenance
 from flowzoo.atomic import atomic_write_text, write_json
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
@@ -191,6 +192,9 @@ class CurveHook:
         self.dataset, self.sampler, self.path = dataset, sampler, Path(path)
         self.num_samples, self.seed = num_samples, seed
         self.metrics = metrics_for(dataset, seed=seed)  # built once: no reference floors recomputed per call
+        self.alarm = DivergenceAlarm()
+        for line in read_by_step(self.path) if self.path.is_file() else []:  # a resumed run keeps its best point
+            self.alarm.update(int(line["step"]), line.get("metrics", {}))
 
     @torch.no_grad()
     def __call__(self, step: int, state) -> None:
@@ -200,6 +204,10 @@ class CurveHook:
             x, labels = generate(net, self.dataset, self.sampler, 1, self.num_samples, self.seed)
         line = {"step": step, "images_seen": state.images_seen, "wall_time_s": round(state.wall_time, 2),
                 "sampler": self.sampler, "nfe": 1, "metrics": measure(self.metrics, x, labels, self.dataset)}
+        alarm = self.alarm.update(step, line["metrics"])
+        if alarm:
+            line["alarm"] = alarm
+            Console(stderr=True).print(f"[yellow]{alarm}[/yellow]")
         append_line(self.path, line)
 
 
