@@ -93,7 +93,7 @@ def list_(kind: Optional[str] = typer.Argument(None, help="Only this kind: " + "
         table.add_column("summary")
         for entry in registry.entries():
             doc = (getattr(entry.obj, "__doc__", None) or "").strip().splitlines()
-            table.add_row(entry.name, entry.source, doc[0] if doc else "")
+            table.add_row(entry.name, entry.source + (f" {entry.version}" if entry.version else ""), doc[0] if doc else "")
         out.print(table)
         for name, why in registry.failed_plugins.items():
             err.print(f"[yellow]plugin '{name}' failed to import: {why}[/yellow]")
