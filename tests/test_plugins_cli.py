@@ -71,6 +71,10 @@ def test_the_plugins_dist_and_version_are_in_the_provenance(installed_plugin, tm
     result = json.loads((out / "result.json").read_text())
     assert result["provenance"]["plugins"] == {"objective:plugin_tfm": {"dist": "flowzoo-test-plugin", "version": "0.3.1"}}
     assert set(result["results"]) == {"euler@1", "euler@2"}  # the plugin's default sampler
+    from flowzoo.leaderboard.from_run import record_from_run
+
+    record = record_from_run(out, benchmark="unit", method="plugin", command="flowzoo run ...")
+    assert record["plugins"] == {"objective:plugin_tfm": {"dist": "flowzoo-test-plugin", "version": "0.3.1"}}
 
 
 def test_a_run_of_built_ins_records_no_plugins(tmp_path):

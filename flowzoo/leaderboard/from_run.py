@@ -68,6 +68,7 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
         "code": {"commit": prov.get("commit"), "dirty": prov.get("dirty")},
         "finished": finished_at(result_path),
         "versions": prov.get("versions", {}),
+        "plugins": prov.get("plugins", {}),  # {"kind:name": {dist, version}} of out-of-tree entries the run used
         "seed": int(prov["seed"]),
         "evaluations": evaluations,
         "reference": result.get("reference", {}),
