@@ -101,7 +101,7 @@ def list_(kind: Optional[str] = typer.Argument(None, help="Only this kind: " + "
         table.add_column("summary")
         for entry in registry.entries():
             doc = (getattr(entry.obj, "__doc__", None) or "").strip().splitlines()
-            table.add_row(entry.name, entry.source, doc[0] if doc else "")
+            table.add_row(entry.name, entry.source + (f" {entry.version}" if entry.version else ""), doc[0] if doc else "")
         out.print(table)
         for name, why in registry.failed_plugins.items():
             err.print(f"[yellow]plugin '{name}' failed to import: {why}[/yellow]")
@@ -311,17 +311,20 @@ def leaderboard_build(
     results: Path = typer.Option(Path("leaderboard/results"), help="Folder of result records (*.json, searched recursively)."),
     out_dir: Path = typer.Option(Path("leaderboard"), "--out", help="Where README.md, index.html and plots/ are written."),
     reported: Optional[Path] = typer.Option(None, help="Published numbers to show beside ours. Default: leaderboard/reported.yaml."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any record was left out (invalid or duplicate)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any record was left out (invalid, duplicate or dirty)."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Rank records trained from uncommitted code too (marked *)."),
 ) -> None:
-    """Markdown tables (mean ± std over seeds, best per NFE in bold) and a self-contained HTML page with plots."""
+    """Tables (mean and 95% interval over seeds, paired comparisons with verdicts, provenance; best per NFE in
+    bold) and a self-contained HTML page with plots."""
     from flowzoo.leaderboard.build import build_leaderboard
 
     if not results.is_dir():
         raise UserError(f"no results folder at {results}; run a suite first (e.g. flowzoo bench toy) or pass --results.")
-    loaded, written = build_leaderboard(results, out_dir, reported)
+    loaded, written = build_leaderboard(results, out_dir, reported, allow_dirty=allow_dirty)
     for line in loaded.problems():
         err.print(f"[yellow]{line}[/yellow]")
-    out.print(f"{len(loaded.records)} records ({len(loaded.invalid)} invalid, {len(loaded.duplicates)} duplicates left out); "
+    out.print(f"{len(loaded.records)} records ({len(loaded.invalid)} invalid, {len(loaded.duplicates)} duplicates, "
+              f"{len(loaded.dirty)} from dirty trees left out); "
               f"wrote {out_dir / 'README.md'}, {out_dir / 'index.html'} and {len(written) - 2} plots")
     if strict and loaded.problems():
         raise typer.Exit(1)

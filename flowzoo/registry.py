@@ -29,6 +29,7 @@ class Entry:
     name: str
     obj: Any
     source: str  # "flowzoo" for built-ins, the distribution name for plugins, "import path" for pkg:attr
+    version: str | None = None  # the plugin distribution's version (entry points only)
 
 
 class Registry:
@@ -51,14 +52,14 @@ class Registry:
 
         return decorator
 
-    def add(self, name: str, obj: Any, *, source: str = "flowzoo") -> None:
+    def add(self, name: str, obj: Any, *, source: str = "flowzoo", version: str | None = None) -> None:
         if name in self._entries:
             previous = self._entries[name].source
             raise RegistryError(
                 f"{self.kind} '{name}' is registered twice (by {previous} and by {source}); "
                 f"rename one of them."
             )
-        self._entries[name] = Entry(name, obj, source)
+        self._entries[name] = Entry(name, obj, source, version)
 
     # -- plugins ------------------------------------------------------------------------------------
     def _load_plugins(self) -> None:
@@ -69,6 +70,7 @@ class Registry:
         for ep in metadata.entry_points(group=self.group):
             dist = getattr(ep, "dist", None)
             source = dist.name if dist is not None else ep.value
+            version = dist.version if dist is not None else None
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not break the rest
@@ -79,7 +81,7 @@ class Registry:
                     stacklevel=2,
                 )
                 continue
-            self.add(ep.name, obj, source=source)
+            self.add(ep.name, obj, source=source, version=version)
 
     # -- lookup -------------------------------------------------------------------------------------
     def get(self, name: str) -> Any:

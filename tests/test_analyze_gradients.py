@@ -82,3 +82,27 @@ def test_cli_writes_one_line_per_measurement_and_a_plot(tmp_path, capsys):
 def test_cli_bad_input_is_one_sentence(capsys):
     code, _, err = flowzoo("analyze", "gradients", "--every", "0", capsys=capsys)
     assert code == 2 and "--every must be at least 1" in err
+
+
+def test_health_numbers_match_a_finite_difference_jvp_and_the_loss_gradient(meanflow_setup):
+    """The JVP term (t - r) du/dt by a central finite difference along (v, 0, 1); the squared error per
+    t-bucket from that target written out by hand; the pair part's gradient norm from the loss itself."""
+    objective, net, batch = meanflow_setup
+    x, pairs = batch.x, batch.pairs
+    t, r = pairs.t[:, None], pairs.r[:, None]
+    v = pairs.noise - x
+    z_t = (1 - t) * x + t * pairs.noise
+    u = lambda z, tt: net(z, tt, tt - pairs.r, None)  # noqa: E731 (the network takes (t, t - r))
+    h = 1e-6
+    with torch.no_grad():
+        du_dt = (u(z_t + h * v, pairs.t + h) - u(z_t - h * v, pairs.t - h)) / (2 * h)
+        jvp_term = (t - r) * du_dt
+        rel = (jvp_term.norm(dim=1) / v.norm(dim=1)).mean()
+        sq = (u(z_t, pairs.t) - (v - jvp_term)).pow(2).mean(1)
+    found = gradient_cosines(objective, batch, step=0)
+    assert found["jvp_term_rel"] == pytest.approx(float(rel), rel=1e-6)
+    low = pairs.t < 0.25
+    assert found["sq_err_t0.00-0.25"] == pytest.approx(float(sq[low].mean()), rel=1e-6)
+    loss, _ = objective.loss_terms(x, pairs, step=0)
+    assert found["gradnorm_pairs"] == pytest.approx(float(flat_grad(loss, net).norm()), rel=1e-9)
+    assert found["weight_min_pairs"] == found["weight_max_pairs"] == 1.0  # uniform weighting

@@ -66,9 +66,11 @@ def test_run_writes_the_documented_run_directory(digits_run: Path):
 def test_rerunning_the_same_command_resumes_instead_of_starting_over(digits_run: Path, capsys):
     before = (digits_run / "metrics.jsonl").read_text()
     ckpt_before = torch.load(digits_run / "checkpoints" / "latest.pt", weights_only=True)["step"]
-    code, _, _ = flowzoo("run", "--objective", "alphaflow", "--schedule", "sigmoid", "--steps", "20",
-                         "--batch-size", "32", "--out", str(digits_run), "--set", "eval.num_samples=300", *TINY, capsys=capsys)
+    code, out, _ = flowzoo("run", "--objective", "alphaflow", "--schedule", "sigmoid", "--steps", "20",
+                           "--batch-size", "32", "--out", str(digits_run), "--set", "eval.num_samples=300", *TINY, capsys=capsys)
     assert code == 0
+    # Said in one line, not silently: the run is done and only its evaluation runs again.
+    assert f"{digits_run} already finished training at step 20; re-evaluating its checkpoint" in out
     assert (digits_run / "metrics.jsonl").read_text() == before  # nothing retrained
     assert torch.load(digits_run / "checkpoints" / "latest.pt", weights_only=True)["step"] == ckpt_before == 20
 

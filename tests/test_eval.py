@@ -16,7 +16,7 @@ import flowzoo.data  # noqa: F401  (fills DATASETS)
 import flowzoo.eval  # noqa: F401  (fills METRICS)
 from flowzoo.data import create_dataset
 from flowzoo.eval import (
-    balanced_labels, create_metric, frechet_distance, gaussian_stats, load_digits_classifier, mmd_rbf,
+    balanced_labels, create_metric, frechet_distance, gaussian_stats, load_digits_classifier, mmd_rbf, mode_coverage,
     save_image_grid, save_toy_scatter, sliced_wasserstein, train_digits_classifier,
 )
 from flowzoo.eval.digits_classifier import DEFAULT_PATH, accuracy
@@ -81,6 +81,25 @@ def test_mode_coverage():
     assert metric(data.reference(500, 3)[0], None, data)["mode_coverage"] == 8
     one_mode = data.mode_centers[2] + data.mode_std * torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
     assert metric(one_mode, None, data)["mode_coverage"] == 1
+
+
+def test_mode_coverage_refuses_a_ring_between_the_modes():
+    # The failure it was fixed for: samples on a ring of the right radius, at angles between the modes.
+    data = create_dataset("toy:8gaussians")
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    between = (torch.arange(n) % 8) * (2 * math.pi / 8) + math.pi / 8  # mid-way between neighbouring centres
+    angle = between + (torch.rand(n, generator=g) - 0.5) * 0.8  # +-0.4 rad: reaches into the modes' 3-std discs
+    radius = data.radius + data.mode_std * torch.randn(n, generator=g)
+    ring = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    modes, distance = data.nearest_mode(ring)
+    inside = data.in_support(ring)
+    old_rule = int((torch.bincount(modes[inside], minlength=8) >= 0.01 * n).sum())  # >= 1% of samples in support
+    assert inside.float().mean() > 0.5 and old_rule == 8  # the old rule said 8 of 8
+    assert mode_coverage(modes, distance, 8, data.mode_std) <= 1
+    # True samples put 86.5% of each mode's mass within 2 std: all 8 count.
+    real_modes, real_distance = data.nearest_mode(data.reference(n, 5)[0])
+    assert mode_coverage(real_modes, real_distance, 8, data.mode_std) == 8
 
 
 def test_swd_and_mmd_are_seeded_and_zero_on_identical_sets():

@@ -30,6 +30,7 @@ def variant(record: dict, *, method: str, seed: int, swd: dict[int, float]) -> d
     """The record with another method name, seed and swd per NFE (the config and its hash stay valid)."""
     new = copy.deepcopy(record)
     new["method"], new["seed"] = method, seed
+    new["code"] = {"commit": "c0ffee" + "0" * 34, "dirty": False}  # as if run from a clean checkout
     for ev in new["evaluations"]:
         ev["metrics"]["swd"] = swd[ev["nfe"]]
     return new
@@ -83,7 +84,7 @@ def test_loading_reports_corrupt_and_duplicate_records_and_merges_nothing_silent
         read_record(tmp_path / "torn.json")
 
 
-def test_tables_give_mean_and_std_over_seeds_and_bold_the_best_per_nfe(record, tmp_path):
+def test_tables_give_mean_interval_and_std_over_seeds_and_bold_the_best_per_nfe(record, tmp_path):
     values = {"fm": [(0.30, 0.20), (0.34, 0.10), (0.29, 0.15)], "mf": [(0.10, 0.40), (0.14, 0.45), (0.12, 0.41)]}
     results = tmp_path / "results"
     for method, rows in values.items():
@@ -92,16 +93,35 @@ def test_tables_give_mean_and_std_over_seeds_and_bold_the_best_per_nfe(record, t
     _, written = build_leaderboard(results, tmp_path / "lb")
     text = (tmp_path / "lb" / "README.md").read_text()
     for method, rows in values.items():
-        for nfe in (0, 1):
-            column = [r[nfe] for r in rows]
-            mean, std = statistics.mean(column), statistics.stdev(column)  # independent of flowzoo's mean_std
-            assert f"{mean:.3g} ± {std:.3g}" in text
+        column = [r[0] for r in rows]  # 1 NFE: the detail table
+        mean, std = statistics.mean(column), statistics.stdev(column)  # independent of flowzoo's mean_std
+        assert f"{mean:.3f} ± {std:.3f}" in text  # one format: the std at the mean's decimals
     fm_line = next(line for line in text.splitlines() if line.startswith("| fm (flow_matching)"))
     mf_line = next(line for line in text.splitlines() if line.startswith("| mf (flow_matching)"))
-    assert re.search(r"\*\*0\.12 ± 0\.02\*\*", mf_line)  # best at 1 NFE: mf
-    assert re.search(r"\*\*0\.15 ± 0\.05\*\*", fm_line)  # best at 2 NFE: fm
-    assert "| 0.3 / 0.34 / 0.29 | 12 | 3,072 |" in fm_line  # seed by seed, then steps and images seen
+    # the ranking table: mean [95% interval]; a 3-value bootstrap interval of the mean lies within [min, max]
+    assert re.search(r"\*\*0\.120 \[0\.1\d\d, 0\.1\d\d\]\*\*", mf_line)  # best at 1 NFE: mf
+    assert re.search(r"\*\*0\.150 \[0\.1\d\d, 0\.\d\d\d\]\*\*", fm_line)  # best at 2 NFE: fm
+    assert "| 0.300 / 0.340 / 0.290 |" in fm_line and "| 0.300 |" in fm_line  # seed by seed; the median
+    assert "| 12 | 3,072 | 1.00 / 0.00 / 1.00 |" in fm_line  # steps, images seen, passes per step
+    # the paired comparison to the reference (the first row, fm): mf is lower on every seed at 1 NFE
+    mf_vs = next(line for line in text.splitlines() if line.startswith("| mf (flow_matching) | 3 |"))
+    assert "| better |" in mf_vs and "| worse |" in mf_vs  # 1 NFE: lower swd; 2 NFE: higher on every seed
+    assert "Provenance: 6 records; commit c0ffee00;" in text
     assert any(p.name.endswith("-nfe.png") for p in written) and any(p.name.endswith("-compute.png") for p in written)
+
+
+def test_dirty_records_are_left_out_of_rankings_unless_allowed_and_then_marked(record, tmp_path):
+    results = tmp_path / "results"
+    write_record(results / "clean.json", variant(record, method="fm", seed=0, swd={1: 0.3, 2: 0.2}))
+    dirty = variant(record, method="fm", seed=1, swd={1: 0.9, 2: 0.9})
+    dirty["code"]["dirty"] = True
+    write_record(results / "dirty.json", dirty)
+    loaded = load_records(results)
+    assert [r["seed"] for r in loaded.records] == [0] and "dirty.json: trained from a dirty tree" in loaded.problems()[0]
+    build_leaderboard(results, tmp_path / "lb", allow_dirty=True)
+    fm_line = next(line for line in (tmp_path / "lb" / "README.md").read_text().splitlines() if line.startswith("| fm (flow_matching)"))
+    assert "| 0,1* |" in fm_line
+    assert "1 from dirty trees" in (tmp_path / "lb" / "README.md").read_text()
 
 
 def test_records_with_another_protocol_are_never_ranked_together(record, tmp_path):

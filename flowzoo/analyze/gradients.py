@@ -11,7 +11,9 @@ Every `every` steps of a training run this measures, on one fixed analysis batch
 times each time, so the curve shows the network changing, not the batch):
     cos(grad L_TFM, grad L_TC), cos(grad L_FM', grad L_TC), cos(grad L_TFM, grad L_FM')
 over all parameters, each loss the plain per-sample mean ("") and weighted as the training loss
-weights its samples ("_w"). For alpha > 0 (alpha-Flow mid-curriculum) L_TC is its two-point form
+weights its samples ("_w"); beside them the gradient norm of each part (r < t pairs, r = t samples),
+the adaptive weight's range per part, the JVP term's size relative to v, and the squared error per
+t-bucket (`health`), which is what a run that collapses at 1 NFE needs to show where it goes wrong. For alpha > 0 (alpha-Flow mid-curriculum) L_TC is its two-point form
 (1 - alpha)/alpha ||u - u(z_s, r, s)||^2 at the schedule's current alpha.
 """
 
@@ -72,7 +74,8 @@ def gradient_cosines(objective, batch: AnalysisBatch, step: int) -> dict[str, fl
     _, fm_terms = objective.loss_terms(x, _to(batch.fm, device), step)
     l_fm = fm_terms.sq_err  # r = t: alpha = 1, the target is v~ (= v for data shift): plain flow matching
     out = {"alpha": float(pair_terms.alpha.mean()), "L_TFM": float(l_tfm.detach().mean()),
-           "L_TC": float(l_tc.detach().mean()), "L_FM": float(l_fm.detach().mean())}
+           "L_TC": float(l_tc.detach().mean()), "L_FM": float(l_fm.detach().mean()),
+           **health(pair_terms, fm_terms)}
     for suffix, w_pair, w_fm in (("", None, None), ("_w", pair_terms.weight, fm_terms.weight)):
         def reduce(values: Tensor, weight: Tensor | None) -> Tensor:
             return values.mean() if weight is None else (weight * values).mean()
@@ -83,7 +86,33 @@ def gradient_cosines(objective, batch: AnalysisBatch, step: int) -> dict[str, fl
         out[f"cos_tfm_tc{suffix}"] = _cos(g_tfm, g_tc)
         out[f"cos_fm_tc{suffix}"] = _cos(g_fm, g_tc)
         out[f"cos_tfm_fm{suffix}"] = _cos(g_tfm, g_fm)
+        # The gradient norms of the two parts of the training loss (r < t: L_TFM + L_TC, r = t: L_FM').
+        out[f"gradnorm_pairs{suffix}"] = float((g_tfm + g_tc).norm())
+        out[f"gradnorm_fm{suffix}"] = float(g_fm.norm())
     return out
+
+
+T_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def health(pair_terms, fm_terms) -> dict[str, float]:
+    """What a collapsing run shows first, on the analysis batch: the adaptive weight's range on each
+    part, the size of the JVP term (t - r) du/dt relative to v (MeanFlow's target v - (t - r) du/dt), and
+    the unweighted squared error per t-bucket on the r < t pairs."""
+    with torch.no_grad():
+        out: dict[str, float] = {}
+        for name, terms in (("pairs", pair_terms), ("fm", fm_terms)):
+            w = terms.weight.detach().double()
+            out[f"weight_min_{name}"], out[f"weight_max_{name}"] = float(w.min()), float(w.max())
+        tr = (pair_terms.t - pair_terms.r).double().view(-1, *([1] * (pair_terms.v_shift.dim() - 1)))
+        jvp_term = (tr * pair_terms.target.du_dt.double()).flatten(1).norm(dim=1)
+        v_norm = pair_terms.v_shift.double().flatten(1).norm(dim=1).clamp_min(1e-12)
+        out["jvp_term_rel"] = float((jvp_term / v_norm).mean())  # 0 where no sample takes the JVP
+        sq, t = pair_terms.sq_err.detach().double(), pair_terms.t.double()
+        for lo, hi in zip(T_BUCKETS[:-1], T_BUCKETS[1:]):
+            inside = (t >= lo) & ((t < hi) if hi < 1 else (t <= hi))
+            out[f"sq_err_t{lo:.2f}-{hi:.2f}"] = float(sq[inside].mean()) if bool(inside.any()) else float("nan")
+        return out
 
 
 def _to(drawn: DrawnBatch, device) -> DrawnBatch:

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from flowzoo.bench.suite import Cell, Suite
 from flowzoo.config import config_hash
 from flowzoo.leaderboard.from_run import record_from_run
-from flowzoo.leaderboard.record import RecordError, read_record, write_record
+from flowzoo.leaderboard.record import RecordError, is_dirty, read_record, write_record
 
 DEFAULT_RUNS = Path("runs/bench")
 DEFAULT_RESULTS = Path("leaderboard/results")
@@ -60,17 +60,20 @@ def cell_state(cell: Cell, runs_root: Path, results_root: Path) -> tuple[str, st
             record = read_record(path)
         except RecordError:
             record = None  # set aside when the new record is written (write_cell_record), never deleted
-        if record is not None and record["config_hash"] == expected:
+        if record is not None and record["config_hash"] == expected and not is_dirty(record):
             return "skip", "valid record"
-        if record is not None:
+        if record is not None and not is_dirty(record):  # a dirty record is re-run (and set aside), never ranked
             return "stale", f"{path} holds a result for a different config than the suite now asks for; move it away to re-run"
     run_dir = cell.run_dir(runs_root)
     result = run_dir / "result.json"
     if result.is_file():
         try:
-            prov_hash = json.loads(result.read_text())["provenance"]["config_hash"]
-        except (ValueError, KeyError):
+            prov = json.loads(result.read_text())["provenance"]
+            prov_hash = prov["config_hash"]
+        except (ValueError, KeyError, TypeError):
             return "run", "unreadable result.json; the run is resumed"
+        if prov_hash == expected and prov.get("dirty") is True:
+            return "stale", f"{run_dir} was trained from a dirty tree (uncommitted changes); move it away to re-run from a commit"
         if prov_hash == expected:
             return "record", "finished run"
         return "stale", f"{run_dir} holds a run of a different config; move it away to re-run"
@@ -79,7 +82,7 @@ def cell_state(cell: Cell, runs_root: Path, results_root: Path) -> tuple[str, st
 
 def write_cell_record(cell: Cell, runs_root: Path, results_root: Path) -> Path:
     path = record_path(cell, results_root)
-    if path.exists():  # an invalid record is kept beside the new one, never deleted
+    if path.exists():  # an invalid or dirty record is kept beside the new one, never deleted
         path.replace(path.with_suffix(f".invalid-{int(time.time())}"))
     record = record_from_run(cell.run_dir(runs_root), benchmark=cell.suite.name, method=cell.method.name,
                              command=cell.command(runs_root))

@@ -22,7 +22,8 @@ from flowzoo.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITES_DIR = REPO_ROOT / "benchmarks" / "suites"
-SUITE_KEYS = {"description", "data", "seeds", "nfe", "methods", "budget", "set", "rank_by", "compare_at", "notes"}
+SUITE_KEYS = {"description", "data", "seeds", "nfe", "methods", "budget", "set", "rank_by", "compare_at", "notes",
+              "reference_method", "collapse"}
 METHOD_KEYS = {"name", "objective", "schedule", "set", "sampler"}
 
 
@@ -45,6 +46,16 @@ class RankBy:
     lower_is_better: bool = True
 
 
+@dataclass(frozen=True)
+class Collapse:
+    """A run has collapsed when its lowest-NFE rank metric is worse than `multiple` x the record's
+    reference point `reference` (a key of the record's "reference", e.g. class_means/fd: worse than
+    drawing each class's mean image)."""
+
+    reference: str
+    multiple: float = 1.0
+
+
 @dataclass
 class Suite:
     name: str
@@ -58,6 +69,8 @@ class Suite:
     rank_by: dict[str, RankBy] = field(default_factory=dict)  # metric family (e.g. "digits") -> ranking metric
     compare_at: str = "steps"
     notes: str = ""
+    reference_method: str | None = None  # the method every other is compared to on paired seeds (default: the first)
+    collapse: Collapse | None = None
 
     def cells(self) -> list["Cell"]:
         """The grid in the order it runs: seed-major, so a partial run already has every method at seed 0."""
@@ -173,10 +186,19 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
         if not isinstance(r, dict) or "metric" not in r:
             raise ConfigError(f"{where}: rank_by.{family} needs a metric (and lower_is_better).")
         rank_by[family] = RankBy(str(r["metric"]), bool(r.get("lower_is_better", True)))
+    reference_method = spec.get("reference_method", names[0])
+    if reference_method not in names:
+        raise ConfigError(f"{where}: reference_method {reference_method!r} is not one of the methods ({', '.join(names)}).")
+    collapse = spec.get("collapse")
+    if collapse is not None:
+        if not isinstance(collapse, dict) or set(collapse) - {"reference", "multiple"} or "reference" not in collapse \
+                or not isinstance(collapse.get("multiple", 1.0), (int, float)) or isinstance(collapse.get("multiple"), bool):
+            raise ConfigError(f"{where}: collapse must be {{reference: <reference key, e.g. class_means/fd>, multiple: <number>}}.")
+        collapse = Collapse(str(collapse["reference"]), float(collapse.get("multiple", 1.0)))
     return Suite(name=name, description=str(spec.get("description", "")).strip(), data=data, seeds=list(seeds),
                  nfe=list(nfe), methods=methods, budget=_mapping(spec.get("budget"), f"{where}: budget"),
                  sets=_mapping(spec.get("set"), f"{where}: set"), rank_by=rank_by, compare_at=compare_at,
-                 notes=str(spec.get("notes", "")).strip())
+                 notes=str(spec.get("notes", "")).strip(), reference_method=reference_method, collapse=collapse)
 
 
 def load_suite_file(path: Path) -> Suite:

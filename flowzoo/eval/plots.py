@@ -1,6 +1,10 @@
 """Pictures for a run directory: a PNG grid of images, strips and a GIF of video clips, a 2-D scatter of
 generated vs data samples.
 
+Every figure a run writes carries a title saying what made it (objective, sampler, NFE, training step,
+seed; see `figure_title`), and image grids of conditional samples name each column's class, so a PNG
+found on its own still says what it shows.
+
 Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no global backend switch) and
 PIL for the digit grid.
 """
@@ -33,20 +37,80 @@ def image_grid(images: torch.Tensor, nrow: int = 10, scale: int = 4, pad: int = 
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
 
+def figure_title(objective: str | None, sampler: str, nfe: int, step: int | None, seed: int,
+                 guidance: float = 1.0) -> str:
+    """One line naming what made a figure, e.g. "alphaflow | sampler meanflow | 1 NFE | step 300 | seed 0"."""
+    parts = ([objective] if objective else []) + [f"sampler {sampler}", f"{nfe} NFE"]
+    parts += ([f"step {step}"] if step is not None else []) + [f"seed {seed}"]
+    if guidance != 1.0:
+        parts.append(f"CFG {guidance:g}")
+    return " | ".join(parts)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def captioned(img, title: str | None = None, labels: list[str] | None = None, ncol: int = 1,
+              tile: tuple[int, int] = (0, 0)):
+    """`img` (a grid of `ncol` columns of `tile` = (width, height) px cells) under a title band.
+
+    `labels` (one per cell, row-major) become column headers when every column holds one label (as
+    class-balanced samples 0, 1, ..., 9, 0, ... do in a 10-wide grid), else a tag in each cell's corner.
+    """
+    from PIL import Image, ImageDraw
+
+    if not title and not labels:
+        return img
+    font = _font(12)
+    per_column = None
+    if labels:
+        columns = [set(labels[q::ncol]) for q in range(min(ncol, len(labels)))]
+        per_column = [next(iter(c)) for c in columns] if all(len(c) == 1 for c in columns) else None
+    title_h = 18 if title else 0
+    header_h = 16 if per_column else 0
+    title_w = int(ImageDraw.Draw(img).textlength(title, font=font)) + 8 if title else 0
+    out = Image.new(img.mode, (max(img.width, title_w), img.height + title_h + header_h), "white" if img.mode == "RGB" else 255)
+    out.paste(img, (0, title_h + header_h))
+    draw = ImageDraw.Draw(out)
+    ink = "black" if img.mode == "RGB" else 0
+    if title:
+        draw.text((4, 2), title, fill=ink, font=font)
+    if per_column:
+        for q, name in enumerate(per_column):
+            draw.text((q * tile[0] + tile[0] // 2, title_h + header_h // 2), name, fill=ink, font=font, anchor="mm")
+    elif labels:
+        for i, name in enumerate(labels):
+            r, q = divmod(i, ncol)
+            x, y = q * tile[0] + 2, title_h + r * tile[1] + 2
+            box = draw.textbbox((x, y), name, font=_font(10))
+            draw.rectangle(box, fill="white" if img.mode == "RGB" else 255)
+            draw.text((x, y), name, fill=ink, font=_font(10))
+    return out
+
+
 def _output(path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int = 4, pad: int = 1) -> Path:
-    """Write (N, C, H, W) images in [-1, 1] (C = 1 or 3) as a PNG grid, `nrow` per row, each pixel `scale`x."""
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int = 4, pad: int = 1,
+                    title: str | None = None, labels: list[str] | None = None) -> Path:
+    """Write (N, C, H, W) images in [-1, 1] (C = 1 or 3) as a PNG grid, `nrow` per row, each pixel `scale`x,
+    under `title`, with `labels` (one per image, e.g. its class) as column headers or per-cell tags."""
     path = _output(path)
-    image_grid(images, nrow, scale, pad).save(path)
+    h, w = images.shape[-2:]
+    tile = ((w + pad) * scale, (h + pad) * scale)
+    img = image_grid(images, nrow, scale, pad)
+    captioned(img, title, labels, min(nrow, len(images)), tile).save(path)
     return path
 
 
-def save_video_strips(clips: torch.Tensor, path: str | Path, max_frames: int = 16, scale: int | None = None) -> Path:
+def save_video_strips(clips: torch.Tensor, path: str | Path, max_frames: int = 16, scale: int | None = None,
+                      title: str | None = None) -> Path:
     """Write (N, C, F, H, W) clips in [-1, 1] as a PNG: one clip per row, its frames left to right.
 
     Clips longer than ``max_frames`` show every k-th frame. ``scale`` defaults to enlarging small
@@ -57,7 +121,7 @@ def save_video_strips(clips: torch.Tensor, path: str | Path, max_frames: int = 1
     x = x[:, :, ::max(1, -(-f // max_frames))]
     frames = x.shape[2]
     tiles = x.transpose(1, 2).reshape(n * frames, c, h, w)
-    return save_image_grid(tiles, path, nrow=frames, scale=scale or max(1, 64 // max(h, w)))
+    return save_image_grid(tiles, path, nrow=frames, scale=scale or max(1, 64 // max(h, w)), title=title)
 
 
 def save_video_gif(clips: torch.Tensor, path: str | Path, nrow: int = 4, fps: float = 8.0, scale: int | None = None) -> Path:

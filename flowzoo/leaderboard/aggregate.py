@@ -43,6 +43,27 @@ class MethodRow:
         return [(r["seed"], float(ev["metrics"][metric])) for r in self.records for ev in r["evaluations"]
                 if ev["nfe"] == nfe and metric in ev["metrics"]]
 
+    def by_seed(self, nfe: int, metric: str) -> dict[int, float]:
+        return dict(self.seed_values(nfe, metric))
+
+    def collapsed(self, nfe: int, metric: str, reference: str, multiple: float, lower_is_better: bool = True) -> tuple[int, int]:
+        """(runs worse than `multiple` x their own record's reference point, runs that have that point)."""
+        from flowzoo.leaderboard.stats import collapsed
+
+        count = total = 0
+        for r in self.records:
+            ref = r.get("reference", {}).get(reference)
+            values = [float(ev["metrics"][metric]) for ev in r["evaluations"] if ev["nfe"] == nfe and metric in ev["metrics"]]
+            if ref is None or not values:
+                continue
+            total += len(values)
+            count += collapsed(values, multiple * float(ref), lower_is_better)
+        return count, total
+
+    @property
+    def dirty_seeds(self) -> list[int]:
+        return sorted(r["seed"] for r in self.records if r["code"].get("dirty"))
+
     def compute(self, key: str) -> list[float]:
         return [float(r["compute"][key]) for r in self.records if r["compute"].get(key) is not None]
 
@@ -64,6 +85,12 @@ class Group:
     rank_metric: str
     lower_is_better: bool
     rows: list[MethodRow]
+    reference_method: str | None = None  # paired comparisons are to this row (None: the first row)
+    collapse: Any = None  # flowzoo.bench.suite.Collapse or None
+
+    @property
+    def reference_row(self) -> MethodRow:
+        return next((r for r in self.rows if r.method == self.reference_method), self.rows[0])
 
     @property
     def nfes(self) -> list[int]:
@@ -95,22 +122,31 @@ def rank_metric_for(protocol: dict[str, Any], suite_rank: dict[str, Any] | None)
     return "", True
 
 
-def group_records(records: list[dict[str, Any]], suite_ranks: dict[str, dict] | None = None) -> list[Group]:
-    """Groups in a stable order (benchmark, data, protocol); rows in the order methods first appear."""
+def group_records(records: list[dict[str, Any]], suite_ranks: dict[str, dict] | None = None,
+                  suites: dict[str, Any] | None = None) -> list[Group]:
+    """Groups in a stable order (benchmark, data, protocol); rows in the suite's method order (else the
+    order methods first appear). `suites` ({benchmark: Suite}) gives each group its reference method and
+    collapse rule."""
     suite_ranks = suite_ranks or {}
+    suites = suites or {}
     groups: dict[tuple[str, str, str], Group] = {}
     for record in sorted(records, key=lambda r: (r["benchmark"], r["data"], r["seed"])):
         pid = protocol_id(record)
         key = (record["benchmark"], record["data"], pid)
         if key not in groups:
             metric, lower = rank_metric_for(record["protocol"], suite_ranks.get(record["benchmark"]))
-            groups[key] = Group(record["benchmark"], record["data"], pid, record["protocol"], metric, lower, [])
+            suite = suites.get(record["benchmark"])
+            groups[key] = Group(record["benchmark"], record["data"], pid, record["protocol"], metric, lower, [],
+                                getattr(suite, "reference_method", None), getattr(suite, "collapse", None))
         group = groups[key]
         row = next((r for r in group.rows if r.method == record["method"]), None)
         if row is None:
             row = MethodRow(record["method"], record["preset"], record["schedule"])
             group.rows.append(row)
         row.records.append(record)
+    for (benchmark, _, _), group in groups.items():
+        order = [m.name for m in getattr(suites.get(benchmark), "methods", [])]
+        group.rows.sort(key=lambda row: order.index(row.method) if row.method in order else len(order))
     return [groups[k] for k in sorted(groups)]
 
 

@@ -29,6 +29,13 @@ def training_schedules(metrics_path: Path) -> dict[str, list[float]]:
     return out
 
 
+def finished_at(result_path: Path) -> str:
+    """When the run finished: result.json is written last (UTC, ISO 8601, seconds)."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(result_path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str) -> dict[str, Any]:
     """The record of one finished run; RecordError (one sentence) when the directory is not one."""
     from flowzoo.pipeline.run import CURVE_FILE
@@ -60,7 +67,9 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
         "config_hash": prov["config_hash"],
         "command": command,
         "code": {"commit": prov.get("commit"), "dirty": prov.get("dirty")},
+        "finished": finished_at(result_path),
         "versions": prov.get("versions", {}),
+        "plugins": prov.get("plugins", {}),  # {"kind:name": {dist, version}} of out-of-tree entries the run used
         "seed": int(prov["seed"]),
         "evaluations": evaluations,
         "reference": result.get("reference", {}),

@@ -111,17 +111,28 @@ class LoadedRecords:
         self.paths: list[Path] = []
         self.invalid: list[tuple[Path, str]] = []
         self.duplicates: list[tuple[Path, Path, bool]] = []  # (left out, kept, identical metrics?)
+        self.dirty: list[tuple[Path, str]] = []  # (left out, its commit): trained from uncommitted code
 
     def problems(self) -> list[str]:
         lines = [f"skipped {why}" for _, why in self.invalid]
+        for path, commit in self.dirty:
+            lines.append(f"left out {path}: trained from a dirty tree (uncommitted changes on {commit[:8]}), so its "
+                         "code cannot be checked out again; `flowzoo leaderboard build --allow-dirty` shows it, marked *")
         for dropped, kept, same in self.duplicates:
             how = "an identical" if same else "a DIFFERENT"
             lines.append(f"skipped {dropped}: duplicate of {kept} ({how} result for the same benchmark, data, method and seed)")
         return lines
 
 
-def load_records(root: Path) -> LoadedRecords:
-    """Every *.json under root, in path order; the first record of each cell wins, later ones are reported."""
+def is_dirty(record: dict[str, Any]) -> bool:
+    """True when the run's code had uncommitted changes, so no commit reproduces it. (An unknown commit,
+    e.g. a pip-installed release, is not dirty: its version names the code.)"""
+    return record["code"].get("dirty") is True
+
+
+def load_records(root: Path, allow_dirty: bool = False) -> LoadedRecords:
+    """Every *.json under root, in path order; the first record of each cell wins, later ones are reported.
+    Records from dirty trees are left out (and listed) unless allow_dirty."""
     loaded = LoadedRecords()
     kept: dict[tuple, int] = {}
     for path in sorted(Path(root).rglob("*.json")) if Path(root).is_dir() else []:
@@ -129,6 +140,9 @@ def load_records(root: Path) -> LoadedRecords:
             record = read_record(path)
         except RecordError as exc:
             loaded.invalid.append((path, str(exc)))
+            continue
+        if is_dirty(record) and not allow_dirty:
+            loaded.dirty.append((path, str(record["code"].get("commit") or "unknown")))
             continue
         key = cell_key(record)
         if key in kept:

@@ -1,6 +1,8 @@
 """Table contents shared by the Markdown and HTML pages: headers and cells as plain strings.
 
-A cell is "mean ± std" over seeds; `bold` marks the best mean per NFE (per column) within one group.
+Ranking cells are "mean [95% bootstrap interval]" over seeds, detail cells "mean ± std"; `bold` marks the
+best mean per NFE (per column) within one group. The comparison table holds each method's paired
+difference to the group's reference method and its verdict (flowzoo.leaderboard.stats).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowzoo.leaderboard.aggregate import Group, mean_std
+from flowzoo.leaderboard.stats import bootstrap_ci, compare, median
 from flowzoo.leaderboard.reported import MARK, ReportedSection
 
 
@@ -18,22 +21,38 @@ class Table:
     bold: set[tuple[int, int]]  # (row, column) cells to emphasise
 
 
-def fmt(value: float) -> str:
-    if value == 0:
-        return "0"
+def decimals_for(value: float) -> int:
+    """One format everywhere: three significant figures between 1 and 100, whole numbers above."""
     magnitude = abs(value)
     if magnitude >= 100:
-        return f"{value:.0f}"
-    if magnitude >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
+        return 0
+    if magnitude >= 10:
+        return 1
+    return 2 if magnitude >= 1 else 3
+
+
+def fmt(value: float, decimals: int | None = None) -> str:
+    return f"{value:.{decimals_for(value) if decimals is None else decimals}f}"
 
 
 def mean_pm_std(values: list[float]) -> str:
+    """"mean ± std", the std at the mean's decimals (so 1.00 ± 0.00, never 1 ± 1.36e-16)."""
     if not values:
         return "–"
     mean, std = mean_std(values)
-    return fmt(mean) if len(values) == 1 else f"{fmt(mean)} ± {fmt(std)}"
+    return fmt(mean) if len(values) == 1 else f"{fmt(mean)} ± {fmt(std, decimals_for(mean))}"
+
+
+def with_interval(centre: float, interval: tuple[float, float], decimals: int | None = None) -> str:
+    d = decimals_for(centre) if decimals is None else decimals
+    return f"{fmt(centre, d)} [{fmt(interval[0], d)}, {fmt(interval[1], d)}]"
+
+
+def mean_ci(values: list[float]) -> str:
+    """"mean [95% bootstrap interval]" over seeds."""
+    if not values:
+        return "–"
+    return with_interval(mean_std(values)[0], bootstrap_ci(values))
 
 
 def method_label(row) -> str:
@@ -41,25 +60,86 @@ def method_label(row) -> str:
     return f"{row.method} ({row.preset}{schedule})" if row.method != row.preset else row.method
 
 
+def seeds_cell(row) -> str:
+    """Seeds, a dirty tree's marked with * (they are in a table only with --allow-dirty)."""
+    dirty = set(row.dirty_seeds)
+    return ",".join(f"{s}*" if s in dirty else str(s) for s in row.seeds)
+
+
+def collapse_header(group: Group) -> str | None:
+    c = group.collapse
+    if c is None:
+        return None
+    times = "" if c.multiple == 1 else f"{c.multiple:g} x "
+    worse = ">" if group.lower_is_better else "<"
+    return f"collapsed @ {group.nfes[0]} NFE ({group.rank_metric} {worse} {times}{c.reference})"
+
+
+def passes_cell(row) -> str:
+    passes = [r["compute"].get("passes_per_step") for r in row.records]
+    if not passes or any(p is None for p in passes):
+        return "–"
+    p = passes[0]
+    return f"{p.get('forward', 0):.2f} / {p.get('jvp', 0):.2f} / {p.get('backward', 0):.2f}"
+
+
+def flops_cell(row) -> str:
+    flops = row.compute("train_flops")
+    return f"{mean_std(flops)[0]:.2e}" if flops else "–"
+
+
 def ranking_table(group: Group) -> Table:
-    """Rank metric at each NFE (mean ± std), at the lowest NFE seed by seed (outliers show), and the three
-    measures of training compute."""
-    nfes = group.nfes
-    headers = ["method", "sampler", "seeds"] + [f"{group.rank_metric} @ {n} NFE" for n in nfes]
-    headers += [f"{group.rank_metric} @ {nfes[0]} NFE per seed", "steps", "images seen", "train wall time (s)"]
+    """Rank metric at each NFE (mean and its 95% bootstrap interval over seeds), at the lowest NFE the
+    median, the runs seed by seed and the collapse count, then training compute: steps, images seen,
+    network passes per step, estimated FLOPs and wall time."""
+    nfes, metric = group.nfes, group.rank_metric
+    collapse = collapse_header(group)
+    headers = ["method", "sampler", "seeds"] + [f"{metric} @ {n} NFE, mean [95% CI]" for n in nfes]
+    headers += [f"median @ {nfes[0]} NFE", f"{metric} @ {nfes[0]} NFE per seed"] + ([collapse] if collapse else [])
+    headers += ["steps", "images seen", "passes/step (fwd / jvp / bwd)", "train FLOPs (est.)", "train wall time (s)"]
     rows, bold = [], set()
     for i, row in enumerate(group.rows):
-        cells = [method_label(row), row.sampler, ",".join(str(s) for s in row.seeds)]
+        cells = [method_label(row), row.sampler, seeds_cell(row)]
         for j, nfe in enumerate(nfes):
-            cells.append(mean_pm_std(row.values(nfe, group.rank_metric)))
+            cells.append(mean_ci(row.values(nfe, metric)))
             if group.best(nfe) == row.method:
                 bold.add((i, 3 + j))
-        per_seed = [v for _, v in sorted(row.seed_values(nfes[0], group.rank_metric))]
+        lowest = row.values(nfes[0], metric)
+        per_seed = [v for _, v in sorted(row.seed_values(nfes[0], metric))]
+        cells += [fmt(median(lowest)) if lowest else "–", " / ".join(fmt(v) for v in per_seed) or "–"]
+        if collapse:
+            count, total = row.collapsed(nfes[0], metric, group.collapse.reference, group.collapse.multiple, group.lower_is_better)
+            cells.append(f"{count}/{total}" if total else "–")
         steps, images = row.compute("steps"), row.compute("images_seen")
-        cells += [" / ".join(fmt(v) for v in per_seed) or "–",
-                  f"{mean_std(steps)[0]:,.0f}" if steps else "–", f"{mean_std(images)[0]:,.0f}" if images else "–",
-                  mean_pm_std(row.compute("wall_time_s"))]
+        cells += [f"{mean_std(steps)[0]:,.0f}" if steps else "–", f"{mean_std(images)[0]:,.0f}" if images else "–",
+                  passes_cell(row), flops_cell(row), mean_pm_std(row.compute("wall_time_s"))]
         rows.append(cells)
+    return Table(headers, rows, bold)
+
+
+def comparison_table(group: Group) -> Table | None:
+    """Each method minus the reference method on paired seeds, per NFE: the mean difference, its 95%
+    bootstrap interval, and the verdict (flowzoo.leaderboard.stats.compare)."""
+    if len(group.rows) < 2:
+        return None
+    ref, metric = group.reference_row, group.rank_metric
+    headers = ["method", "paired seeds"]
+    for n in group.nfes:
+        headers += [f"Δ {metric} @ {n} NFE vs {ref.method}, mean [95% CI]", f"verdict @ {n} NFE"]
+    rows, bold = [], set()
+    for row in group.rows:
+        if row is ref:
+            continue
+        cells, n_paired = [method_label(row)], 0
+        for nfe in group.nfes:
+            c = compare(row.by_seed(nfe, metric), ref.by_seed(nfe, metric), group.lower_is_better)
+            if c is None:
+                cells += ["–", "–"]
+                continue
+            n_paired = max(n_paired, c.n)
+            d = max(decimals_for(c.interval[0]), decimals_for(c.interval[1]), decimals_for(c.mean_difference))
+            cells += [with_interval(c.mean_difference, c.interval, d), c.verdict]
+        rows.append(cells[:1] + [str(n_paired)] + cells[1:])
     return Table(headers, rows, bold)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowzoo.objectives.schedules import build_schedule
+from flowzoo.objectives.schedules import Schedule, build_schedule
 from flowzoo.objectives.shift import ShiftContext
 from flowzoo.objectives.target import AlphaTarget, alpha_target_parts, loss_decomposition, per_sample
 from flowzoo.objectives.time_samplers import apply_fm_ratio
@@ -85,6 +85,18 @@ class UnifiedObjective(nn.Module):
     @property
     def null_label(self) -> int:
         return int(getattr(self.net, "num_classes", 0))
+
+    def target_branch(self, step: int) -> str:
+        """Which branch of alpha_target the r < t samples take at `step`, in words (the loop says when it
+        changes: the JVP turning on when alpha reaches 0 changes the step's cost and the loss's scale)."""
+        if type(self.alpha_schedule).per_sample is not Schedule.per_sample:
+            return "two-point target with a per-sample alpha"
+        alpha = self.alpha_schedule.value(step)
+        if alpha >= 1:
+            return "flow-matching target (alpha = 1, no network call)"
+        if alpha <= 0:
+            return f"MeanFlow JVP target (alpha = 0, jvp {self.config.jvp})"
+        return "two-point target (0 < alpha < 1)"
 
     def sample_times(self, batch: int, step: int, generator, device) -> tuple[Tensor, Tensor]:
         t, r = self.time_sampler(batch, generator=generator, device=device)

@@ -16,7 +16,7 @@ from torch import nn
 from rich.table import Table
 
 from flowzoo.eval import balanced_labels, metrics_for, save_image_grid, save_toy_scatter
-from flowzoo.eval.plots import save_video_gif, save_video_strips
+from flowzoo.eval.plots import figure_title, save_video_gif, save_video_strips
 from flowzoo.samplers import sample
 
 
@@ -52,28 +52,45 @@ def eval_mode(net: nn.Module):
         net.train(was_training)
 
 
-def write_samples_figure(x: torch.Tensor, dataset, path: Path, seed: int = 0) -> Path:
+def class_names(dataset, labels: torch.Tensor | None) -> list[str] | None:
+    """Each sample's class as the figure shows it: the dataset's class name where it has them, else the index."""
+    if labels is None:
+        return None
+    names = getattr(dataset, "classes", None)
+    return [str(names[i]) if names is not None and i < len(names) else str(i) for i in labels.tolist()]
+
+
+def write_samples_figure(x: torch.Tensor, dataset, path: Path, seed: int = 0, title: str | None = None,
+                         labels: torch.Tensor | None = None) -> Path:
     """A PNG a person can look at: an image grid, a scatter against real data for 2-D toys, or for video
-    clips (C, F, H, W) one clip per row with its frames along it (and the same clips as a GIF beside it)."""
+    clips (C, F, H, W) one clip per row with its frames along it (and the same clips as a GIF beside it).
+
+    `title` (see flowzoo.eval.plots.figure_title) heads the figure; `labels`, the samples' classes, name
+    the grid's columns."""
     shape = tuple(dataset.sample_shape)
     if len(shape) == 4 and (shape[0] == 3 or hasattr(dataset, "decode_video")):
         clips = x[:8]
         if hasattr(dataset, "decode_video"):  # e.g. latent clips: uint8 (N, 3, F, H, W) pixels
             clips = dataset.decode_video(clips).float() / 127.5 - 1.0
         save_video_gif(clips, Path(path).with_suffix(".gif"))
-        return save_video_strips(clips, path)
+        return save_video_strips(clips, path, title=title)
     if hasattr(dataset, "decode_for_display"):  # latents: show the decoded images, at their own size
-        return save_image_grid(dataset.decode_for_display(x[:64]), path, nrow=8, scale=1)
+        names = class_names(dataset, None if labels is None else labels[:64])
+        return save_image_grid(dataset.decode_for_display(x[:64]), path, nrow=8, scale=1, title=title, labels=names)
     if len(dataset.sample_shape) == 1:
         real, _ = dataset.reference(len(x), seed=seed + 1)
-        return save_toy_scatter(x, real, path)
-    return save_image_grid(x[:100], path, nrow=10)
+        return save_toy_scatter(x, real, path, title=title)
+    names = class_names(dataset, None if labels is None else labels[:100])
+    return save_image_grid(x[:100], path, nrow=10, title=title, labels=names)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, samplers: dict[str, list[int]], *, num_samples: int, seed: int,
-             samples_dir: Path | None = None, guidance: float = 1.0) -> dict:
-    """{"results": {"sampler@nfe": {metric: value}}, "reference": {metric: value}}."""
+             samples_dir: Path | None = None, guidance: float = 1.0, objective: str | None = None,
+             step: int | None = None) -> dict:
+    """{"results": {"sampler@nfe": {metric: value}}, "reference": {metric: value}}.
+
+    `objective` and `step` only title the sample figures written to `samples_dir`."""
     metrics = metrics_for(dataset, seed=seed)
     reference: dict[str, float] = {}
     for metric in metrics.values():
@@ -85,7 +102,8 @@ def evaluate(model: nn.Module, dataset, samplers: dict[str, list[int]], *, num_s
                 x, labels = generate(model, dataset, sampler, int(nfe), num_samples, seed, guidance)
                 results[f"{sampler}@{nfe}"] = measure(metrics, x, labels, dataset)
                 if samples_dir is not None:
-                    write_samples_figure(x, dataset, Path(samples_dir) / f"{sampler}-nfe{nfe}.png", seed)
+                    title = figure_title(objective, sampler, int(nfe), step, seed, guidance)
+                    write_samples_figure(x, dataset, Path(samples_dir) / f"{sampler}-nfe{nfe}.png", seed, title, labels)
     record = {"results": results, "reference": reference, "metrics": sorted(metrics)}
     info = {name: m.info(dataset) for name, m in metrics.items() if hasattr(m, "info")}
     if info:  # what a metric was measured against (e.g. FID reference statistics and their sha256)

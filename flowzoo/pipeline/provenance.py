@@ -47,6 +47,31 @@ def device_name(device: torch.device | str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _names(value: Any) -> set[str]:
+    """Every string in a config (names of parts sit at any depth: objective.alpha.name, eval.samplers keys)."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*(_names(k) | _names(v) for k, v in value.items())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_names(v) for v in value)) if value else set()
+    return set()
+
+
+def plugins_used(cfg: dict[str, Any], extra_names: Any = ()) -> dict[str, dict[str, Any]]:
+    """{"kind:name": {"dist": ..., "version": ...}} for the plugin entries (not flowzoo's built-ins) that
+    the config names, plus `extra_names` (e.g. the sampler an objective picks by default)."""
+    from flowzoo.registry import ALL_REGISTRIES
+
+    wanted = _names(cfg) | _names(list(extra_names))
+    found = {}
+    for kind, registry in ALL_REGISTRIES.items():
+        for entry in registry.entries():
+            if entry.source not in ("flowzoo", "import path") and entry.name in wanted:
+                found[f"{kind}:{entry.name}"] = {"dist": entry.source, "version": entry.version}
+    return found
+
+
 def provenance(cfg: dict[str, Any], state) -> dict[str, Any]:
     device = next(state.net.parameters()).device
     return {

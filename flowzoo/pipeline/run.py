@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,16 @@ from flowzoo.backbones import create_backbone
 from flowzoo.config import ConfigError, build_dataclass, config_hash, load_yaml
 from flowzoo.data import create_dataset, parse_data_name
 from flowzoo.eval import metrics_for
-from flowzoo.jsonl import append_line
+from flowzoo.eval.plots import figure_title
+from flowzoo.jsonl import append_line, read_by_step
 from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, results_table, write_samples_figure
-from flowzoo.pipeline.provenance import provenance
+from flowzoo.pipeline.divergence import DivergenceAlarm
+from flowzoo.pipeline.provenance import plugins_used, provenance
 from flowzoo.atomic import atomic_write_text, write_json
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
 from flowzoo.train import TrainOptions, train
+from flowzoo.train.checkpoint import find_latest
 
 
 @dataclass
@@ -83,6 +87,16 @@ def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
             )
 
 
+def finished_training_step(out: Path, steps: int) -> int | None:
+    """The step a run directory's training already reached, when that is `steps` or more (else None):
+    a checkpoint is there and metrics.jsonl logged the last step, so the loop will only re-evaluate."""
+    if find_latest(out) is None:
+        return None
+    logged = read_by_step(out / "metrics.jsonl")
+    last = int(logged[-1]["step"]) if logged else 0
+    return last if last >= steps else None
+
+
 def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, quiet: bool = False,
                    console: Console | None = None) -> dict[str, Any] | None:
     console = console or Console()
@@ -108,6 +122,10 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     net = build_network(cfg["backbone"], dataset, seed)
     objective = create_objective(objective_name, net, total_steps=options.steps, **objective_spec)
     check_run_dir(out, cfg)
+    done = finished_training_step(out, options.steps)
+    if done is not None and os.environ.get("RANK", "0") == "0":
+        console.print(f"{out} already finished training at step {done}; re-evaluating its checkpoint "
+                      "(use --out to start a new run).", soft_wrap=True)
     for metric in metrics_for(dataset, seed=seed).values():  # e.g. FVD without its I3D file: say so before training
         if hasattr(metric, "check"):
             metric.check(dataset)
@@ -119,7 +137,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
         atomic_write_text(out / "config.yaml", yaml_io.dump(cfg, sort_keys=False))
 
         preview_sampler = next(iter(samplers))
-        hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed)] if eval_options.previews else []
+        hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed, objective=objective_name)] if eval_options.previews else []
         if eval_options.curve:
             hooks.append(CurveHook(dataset, preview_sampler, out / CURVE_FILE, eval_options.num_samples, seed))
         state = train(options, net, objective, dataset, hooks=hooks)  # builds this rank's stream
@@ -127,7 +145,8 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
             return None
 
         evaluation = evaluate(state.ema_net, dataset, samplers, num_samples=eval_options.num_samples, seed=seed,
-                              samples_dir=out / "samples", guidance=eval_options.guidance)
+                              samples_dir=out / "samples", guidance=eval_options.guidance,
+                              objective=objective_name, step=state.step)
         record = {
             "objective": objective_name,
             "schedule": schedule_name,
@@ -135,7 +154,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
             "backbone": cfg["backbone"]["name"],
             "sampled_from": "ema[0]" if state.emas else "raw",
             **evaluation,
-            "provenance": provenance(cfg, state),
+            "provenance": {**provenance(cfg, state), "plugins": plugins_used(cfg, samplers)},
         }
         write_json(out / "result.json", record)
         print_summary(console, record, out)
@@ -145,8 +164,10 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
 class PreviewHook:
     """Every train.sample_every steps: a 1-NFE and a 2-NFE sample figure from the EMA network."""
 
-    def __init__(self, dataset, sampler: str, directory: Path, seed: int, num_samples: int = 100):
+    def __init__(self, dataset, sampler: str, directory: Path, seed: int, num_samples: int = 100,
+                 objective: str | None = None):
         self.dataset, self.sampler, self.directory, self.seed = dataset, sampler, Path(directory), seed
+        self.objective = objective
         # toys: a scatter wants many points; video: the figure shows 8 clips, each costs 100s of tokens
         self.num_samples = {1: 1000, 4: 8}.get(len(dataset.sample_shape), num_samples)
 
@@ -155,8 +176,10 @@ class PreviewHook:
             return
         with eval_mode(state.ema_net) as net:
             for nfe in (1, 2):
-                x, _ = generate(net, self.dataset, self.sampler, nfe, self.num_samples, self.seed)
-                write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png", self.seed)
+                x, labels = generate(net, self.dataset, self.sampler, nfe, self.num_samples, self.seed)
+                title = figure_title(self.objective, self.sampler, nfe, step, self.seed)
+                write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png", self.seed,
+                                     title, labels)
 
 
 CURVE_FILE = "eval_curve.jsonl"
@@ -174,6 +197,9 @@ class CurveHook:
         self.dataset, self.sampler, self.path = dataset, sampler, Path(path)
         self.num_samples, self.seed = num_samples, seed
         self.metrics = metrics_for(dataset, seed=seed)  # built once: no reference floors recomputed per call
+        self.alarm = DivergenceAlarm()
+        for line in read_by_step(self.path) if self.path.is_file() else []:  # a resumed run keeps its best point
+            self.alarm.update(int(line["step"]), line.get("metrics", {}))
 
     @torch.no_grad()
     def __call__(self, step: int, state) -> None:
@@ -183,6 +209,10 @@ class CurveHook:
             x, labels = generate(net, self.dataset, self.sampler, 1, self.num_samples, self.seed)
         line = {"step": step, "images_seen": state.images_seen, "wall_time_s": round(state.wall_time, 2),
                 "sampler": self.sampler, "nfe": 1, "metrics": measure(self.metrics, x, labels, self.dataset)}
+        alarm = self.alarm.update(step, line["metrics"])
+        if alarm:
+            line["alarm"] = alarm
+            Console(stderr=True).print(f"[yellow]{alarm}[/yellow]")
         append_line(self.path, line)
 
 

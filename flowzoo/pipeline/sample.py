@@ -14,6 +14,7 @@ from rich.console import Console
 
 from flowzoo.config import ConfigError, load_yaml
 from flowzoo.data import create_dataset
+from flowzoo.eval.plots import figure_title
 from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
 from flowzoo.atomic import write_json
 from flowzoo.pipeline.run import build_network
@@ -65,7 +66,8 @@ def sample_checkpoint(checkpoint, *, nfe: int, sampler: str | None, num_samples:
     sampler = _sampler_for(cfg, sampler)
     x, labels = generate(net, dataset, sampler, nfe, num_samples, seed, guidance)
     stem = Path(out_stem) if out_stem else Path(cfg["out"]) / "samples" / f"{sampler}-nfe{nfe}-step{ckpt['step']}-seed{seed}"
-    png = write_samples_figure(x, dataset, stem.with_suffix(".png"), seed)
+    title = figure_title(cfg["objective"]["name"], sampler, nfe, ckpt["step"], seed, guidance)
+    png = write_samples_figure(x, dataset, stem.with_suffix(".png"), seed, title, labels)
     npz = stem.with_suffix(".npz")
     np.savez(npz, samples=x.numpy(), labels=(labels.numpy() if labels is not None else np.array([])),
              nfe=nfe, sampler=sampler, step=ckpt["step"], seed=seed)

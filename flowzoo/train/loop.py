@@ -144,11 +144,16 @@ def train(
         params = [p for p in net.parameters() if p.requires_grad]
         window = MetricWindow(device)
         window_start, window_steps = time.perf_counter(), 0
+        branch_at = getattr(objective, "target_branch", None)  # which target the objective computes at a step
+        branch = branch_at(state.step) if branch_at else None
         with (MetricsLog(state.out_dir / "metrics.jsonl", state.step, enabled=env.is_main) as log,
               TrainProgress(opts.steps, state.step, quiet=opts.quiet or not env.is_main) as progress,
               interrupt.stop_at_step_boundary(enabled=env.world_size == 1) as stop):
             while state.step < opts.steps:
                 k = state.step
+                if branch_at and branch_at(k) != branch:
+                    branch = branch_at(k)
+                    progress.note(f"step {k}: the objective switches to the {branch}")
                 x, y = stream.next()
                 if x.shape[0] != local_batch:
                     raise ValueError(f"the data stream yields batches of {x.shape[0]} but this rank needs batch_size"

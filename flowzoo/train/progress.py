@@ -12,7 +12,11 @@ import sys
 import time
 from typing import TextIO
 
-SHOWN = ("loss", "mse", "alpha", "fm_ratio")  # worth a glance (adaptive weighting keeps "loss" near 1: mse moves)
+# "mse" is the unweighted squared error (per-element mean), on one scale for the whole run; the weighted
+# "loss" is not: an adaptive weight w = 1/(||Delta||^2 + c) keeps it near 1 and rescales it when alpha
+# reaches 0 (e.g. 0.50 -> 0.995), so the line leads with mse and names the other "weighted loss".
+SHOWN = ("mse", "loss", "alpha", "fm_ratio")
+LABELS = {"loss": "weighted loss"}
 
 
 def format_duration(seconds: float) -> str:
@@ -25,7 +29,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_stats(stats: dict[str, float]) -> str:
-    parts = [f"{k} {stats[k]:.4g}" for k in SHOWN if k in stats]
+    parts = [f"{LABELS.get(k, k)} {stats[k]:.4g}" for k in SHOWN if k in stats]
     if "steps_per_s" in stats:
         parts.append(f"{stats['steps_per_s']:.3g} steps/s")
     return "  ".join(parts)
@@ -79,6 +83,15 @@ class TrainProgress:
         eta = (self.total - step) / rate if rate > 0 else float("nan")
         pct = 100.0 * step / max(self.total, 1)
         print(f"step {step}/{self.total} ({pct:.1f}%)  {text}  ETA {format_duration(eta)}", file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """One line that must not be rate-limited away (e.g. the objective switching branch)."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.console.print(text)
+        else:
+            print(text, file=self.stream, flush=True)
 
     def __enter__(self) -> "TrainProgress":
         return self

@@ -15,6 +15,11 @@ alphaflow = register_preset(
 
     s = alpha r + (1 - alpha) t with alpha annealed by the sigmoid curriculum from 1 (trajectory flow
     matching) to 0 (MeanFlow) over the whole run (k_s = 0, k_e = last step, gamma = 25, eta = 5e-3);
-    the alpha > 0 target is clamped to +-4 and weighted alpha/(||Delta||^2 + c) as in the official code.
-    fm_ratio = 0.5 (the B/2 recipe).""",
+    weighted alpha/(||Delta||^2 + c) with ||Delta||^2 the per-element mean. fm_ratio = 0.5 (the B/2 recipe).
+
+    Follows the official code (snap-research/alphaflow, src/training/loss.py AlphaFlowLoss): only the
+    two-point targets of r < t samples with 0 < alpha < 1 are clamped to +-4 (_compute_mean_velocity_d);
+    r = t samples are never clamped. With CFG (the -cfg recipes) labels drop only inside the guidance
+    interval and dropped samples get the guided mix with the null prediction (_compute_velocity_cfg);
+    flowzoo's earlier choices are the shift options `dropped: data` and `drop_outside_interval: true`.""",
 )
