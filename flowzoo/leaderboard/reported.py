@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from flowzoo import yaml_io
+
 from flowzoo.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +66,7 @@ def load_reported(path: Path | None = None, root: Path = REPO_ROOT) -> list[Repo
     if not path.is_file():
         return []
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_io.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
     sections = []
