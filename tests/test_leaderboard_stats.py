@@ -84,3 +84,15 @@ def test_one_seed_draws_the_same_noise_for_every_objective():
     noise = drawn["flow_matching"].noise
     for d in drawn.values():
         torch.testing.assert_close(d.noise, noise, rtol=0, atol=0)
+
+
+def test_a_consistent_sign_at_three_seeds_is_not_enough_when_the_t_interval_includes_zero():
+    from flowzoo.leaderboard.stats import student_t_ci
+
+    lo, hi = student_t_ci([1.0, 2.0, 3.0])
+    half = 4.302653 / math.sqrt(3)  # t_{0.975, 2} s / sqrt(n) with s = 1 (tables of Student's t)
+    assert lo == pytest.approx(2 - half, abs=1e-5) and hi == pytest.approx(2 + half, abs=1e-5)
+    reference = {0: 5.24, 1: 6.93, 2: 5.07}
+    noisy = {0: 12.23, 1: 7.13, 2: 5.77}  # every seed worse, by 7.0, 0.2 and 0.7
+    assert bootstrap_ci(list(paired_differences(noisy, reference).values()))[0] > 0  # the bootstrap alone would say "worse"
+    assert compare(noisy, reference).verdict == "not resolved at 3 seeds"
