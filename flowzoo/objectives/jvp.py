@@ -12,6 +12,8 @@ keeps the fused kernels.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import warnings
 
 import torch
@@ -90,5 +92,16 @@ def finite_difference_jvp(
     return out, (plus - minus) / (2 * eps)
 
 
-def get_jvp_backend(name: str):
-    return JVP_BACKENDS.get(name)
+def get_jvp_backend(spec):
+    """A backend from its name, or from {name: ..., **arguments} (e.g. the finite difference's eps)."""
+    if isinstance(spec, dict):
+        args = {k: v for k, v in spec.items() if k != "name"}
+        if "name" not in spec:
+            raise ValueError("a jvp spec mapping needs a name, e.g. {name: finite_difference, eps: 0.005}")
+        backend = JVP_BACKENDS.get(spec["name"])
+        accepted = inspect.signature(backend).parameters
+        unknown = sorted(set(args) - set(accepted) - {"u", "z", "r", "t", "v"})
+        if unknown or set(args) & {"u", "z", "r", "t", "v"}:
+            raise ValueError(f"jvp backend '{spec['name']}' takes no option(s) {', '.join(unknown or sorted(args))}")
+        return functools.partial(backend, **args)
+    return JVP_BACKENDS.get(spec)

@@ -19,10 +19,14 @@ from flowzoo.registry import SCHEDULES
 
 
 class Schedule:
+    # A schedule whose per-sample values are random sets this: the objective then draws one U(0, 1) per
+    # sample from the step's generator (with the other draws, so a run stays reproducible) and passes it.
+    random_draws = False
+
     def value(self, step: int) -> float:
         raise NotImplementedError
 
-    def per_sample(self, step: int, t: Tensor, r: Tensor) -> Tensor:
+    def per_sample(self, step: int, t: Tensor, r: Tensor, draws: Tensor | None = None) -> Tensor:
         return torch.full_like(t, self.value(step))
 
     def __repr__(self) -> str:
@@ -119,6 +123,45 @@ class SigmoidSchedule(Schedule):
         return alpha
 
 
+@SCHEDULES.register("exponential")
+class ExponentialSchedule(LinearSchedule):
+    """From ``start`` to ``end`` geometrically over [k_s, k_e]: log(value) is linear in the step.
+
+    SoFlow's l-to-t ratio schedule (Luo et al. 2025, arXiv 2512.15657; 0.1 -> 0.002 in its reference
+    setting), which in the unified objective is alpha itself (see presets/soflow.py). start, end > 0.
+    """
+
+    def __init__(self, start: float = 0.1, end: float = 0.002, **window):
+        super().__init__(start, end, **window)
+        if self.start <= 0 or self.end <= 0:
+            raise ValueError(f"exponential schedule needs start, end > 0 (got {self.start}, {self.end})")
+
+    def value(self, step: int) -> float:
+        w = _progress(step, self.k_s, self.k_e)
+        return math.exp((1 - w) * math.log(self.start) + w * math.log(self.end))
+
+
+@SCHEDULES.register("uniform")
+class UniformPerSample(Schedule):
+    """alpha ~ U(low, high) independently per sample and step: SplitMeanFlow's split point lambda
+    (Guo et al. 2025, arXiv 2507.16884: s = (1 - lambda) t + lambda r, so alpha = lambda)."""
+
+    random_draws = True
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, total_steps: int | None = None):
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"uniform alpha needs 0 <= low < high <= 1 (got {low}, {high})")
+        self.low, self.high = float(low), float(high)
+
+    def value(self, step: int) -> float:
+        return 0.5 * (self.low + self.high)  # what is logged: the mean
+
+    def per_sample(self, step: int, t: Tensor, r: Tensor, draws: Tensor | None = None) -> Tensor:
+        if draws is None:
+            raise ValueError("the uniform alpha schedule needs the step's draws (UnifiedObjective.draw makes them)")
+        return self.low + (self.high - self.low) * draws.to(t.dtype)
+
+
 @SCHEDULES.register("ct_discrete")
 class ConsistencyDiscretisation(Schedule):
     """Consistency training's shrinking step, as a per-sample alpha (ECT, Geng et al. 2024).
@@ -139,7 +182,7 @@ class ConsistencyDiscretisation(Schedule):
         """The base ratio q^-(stage+1) (alpha at t -> infinity, and what is logged)."""
         return self.q ** -(step // self.stage_steps + 1)
 
-    def per_sample(self, step: int, t: Tensor, r: Tensor) -> Tensor:
+    def per_sample(self, step: int, t: Tensor, r: Tensor, draws: Tensor | None = None) -> Tensor:
         alpha = self.value(step) * (1 + self.k * torch.sigmoid(-self.b * t))
         return alpha.clamp(max=1.0)
 

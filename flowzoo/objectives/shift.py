@@ -93,6 +93,20 @@ class GuidedDataVelocity:
         return v_shift
 
 
+def _model_velocity_where_bootstrapped(ctx: ShiftContext, start: Tensor) -> Tensor:
+    """u-(z_t, start, t) on the r < t samples (stop-gradient), v elsewhere: r = t samples cost no call."""
+    bootstrap = ctx.r < ctx.t
+    if not bool(bootstrap.any()):
+        return ctx.v
+    idx = bootstrap.nonzero().squeeze(1)
+    labels = None if ctx.labels is None else ctx.labels[idx]
+    with torch.no_grad():
+        u = ConditionedVelocity(ctx.target_net, labels)(ctx.z_t[idx], start[idx], ctx.t[idx])
+    out = ctx.v.clone()
+    out[idx] = u.to(ctx.v.dtype)
+    return out
+
+
 @SHIFT_VELOCITIES.register("model")
 class ModelVelocity:
     """v~ = u-(z_t, s, t): the model's own average velocity over [s, t] (Shortcut models' first step).
@@ -102,13 +116,56 @@ class ModelVelocity:
     """
 
     def __call__(self, ctx: ShiftContext) -> Tensor:
-        bootstrap = ctx.r < ctx.t
-        if not bool(bootstrap.any()):
-            return ctx.v
-        idx = bootstrap.nonzero().squeeze(1)
-        labels = None if ctx.labels is None else ctx.labels[idx]
+        return _model_velocity_where_bootstrapped(ctx, ctx.s)
+
+
+@SHIFT_VELOCITIES.register("instantaneous")
+class InstantaneousModelVelocity:
+    """w = u-(z_t, t, t): the model's own instantaneous-velocity prediction (its r = t output).
+
+    iMF's JVP tangent (Geng et al. 2025, "Improved Mean Flows", Sec. 3: the tangent of the total derivative
+    is the predicted v instead of e - x; its code, Lyy-iiis/imeanflow imf.py, predicts v with an auxiliary
+    head, and the paper names u(z_t, t, t) as the head-free choice, which is this). Used as the objective's
+    ``tangent``; r = t samples (alpha = 1) never use a tangent, so they keep v and cost no call.
+    """
+
+    def __call__(self, ctx: ShiftContext) -> Tensor:
+        return _model_velocity_where_bootstrapped(ctx, ctx.t)
+
+
+@SHIFT_VELOCITIES.register("teacher")
+class TeacherVelocity:
+    """v~ = v_T(z_t, t): a frozen teacher's instantaneous velocity, for distillation.
+
+    The teacher is a flowzoo run (a flow-matching run is the natural one): ``checkpoint`` is its
+    checkpoint file, read weights-only with the run's config.yaml beside it, ``ema`` picks which EMA
+    (-1: raw weights). ``guidance`` > 1 distils the teacher's CFG velocity
+    v_null + guidance (v_c - v_null). Every sample regresses onto the teacher: r = t samples get
+    u(z_t, t, t) -> v_T (the flow-matching part distils too), r < t samples get the objective's target
+    with v_T as anchor and tangent. The teacher is not a submodule: it is never trained, saved with the
+    student, or broadcast by DDP.
+    """
+
+    def __init__(self, checkpoint: str, ema: int = 0, guidance: float = 1.0):
+        from flowzoo.pipeline.sample import load_run  # the run pipeline imports the objectives
+
+        net, _, _, _ = load_run(checkpoint, int(ema))
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net, self.guidance, self.checkpoint = net, float(guidance), str(checkpoint)
+
+    def __call__(self, ctx: ShiftContext) -> Tensor:
+        net = self.net
+        first = next(net.parameters(), None)
+        if first is not None and first.device != ctx.z_t.device:
+            self.net = net = net.to(ctx.z_t.device)
+        t = ctx.t
         with torch.no_grad():
-            u_st = ConditionedVelocity(ctx.target_net, labels)(ctx.z_t[idx], ctx.s[idx], ctx.t[idx])
-        v_shift = ctx.v.clone()
-        v_shift[idx] = u_st.to(ctx.v.dtype)
-        return v_shift
+            if self.guidance == 1.0 or ctx.labels is None:
+                return ConditionedVelocity(net, ctx.labels)(ctx.z_t, t, t).to(ctx.v.dtype)
+            n = ctx.z_t.shape[0]
+            z = ctx.z_t.repeat(2, *([1] * (ctx.z_t.dim() - 1)))
+            labels = torch.cat([ctx.labels, torch.full_like(ctx.labels, ctx.null_label)])
+            both = ConditionedVelocity(net, labels)(z, t.repeat(2), t.repeat(2)).to(ctx.v.dtype)
+            v_c, v_null = both[:n], both[n:]
+            return v_null + self.guidance * (v_c - v_null)

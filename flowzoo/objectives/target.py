@@ -4,13 +4,21 @@ AlphaFlow (Zhang et al., ICLR 2026), Eq. (alpha-Flow objective), in DESIGN.md §
 (t = 1 is noise, r <= t, u is the average velocity over [r, t]):
 
     s     = alpha r + (1 - alpha) t                       intermediate time
-    z_s   = z_t - (t - s) v~                              one step of the shift velocity v~
+    z_s   = z_t - (t - s) w                               one step along the tangent velocity w
     alpha > 0 : u_tgt = alpha v~ + (1 - alpha) u-(z_s, r, s)      two-point target
-    alpha = 0 : u_tgt = v~ - (t - r) d/dt u-(z_t, r, t)           MeanFlow's JVP target
+    alpha = 0 : u_tgt = v~ - (t - r) d/dt u-(z_t, r, t)           MeanFlow's JVP target, tangents (w, 0, 1)
     alpha = 1 : u_tgt = v~                                         (no network call)
 
 u- is the network under stop-gradient (or an EMA copy). The alpha = 0 case is the alpha -> 0 limit
-of the two-point target: u-(z_s, r, s) = u- - alpha (t - r) du/dt + O(alpha^2).
+of the two-point target: u-(z_s, r, s) = u- - alpha (t - r) (du/dz w + du/dt) + O(alpha^2).
+
+v~ (the shift velocity) anchors the target; w (the tangent) is the velocity the path is followed with.
+They are the same velocity (w = v~) in every method of the alpha-Flow paper. The methods after it
+pull them apart: iMF (Geng et al. 2025, "Improved Mean Flows") keeps the data (or guided) velocity as
+the anchor but takes the JVP along the model's own instantaneous velocity, w = u-(z_t, t, t).
+Distillation sets both to a frozen teacher's velocity. The JVP-free objectives are the two-point
+branch: SoFlow's solution consistency (w = v~ = v, alpha = the l-to-t ratio), SplitMeanFlow's interval
+splitting (w = v~ = u-(z_t, s, t), alpha ~ U(0, 1)), and TiM is the JVP branch with a finite difference.
 """
 
 from __future__ import annotations
@@ -53,8 +61,9 @@ def alpha_target_parts(
     alpha: Tensor,
     v_shift: Tensor,
     *,
-    jvp: str = "forward",
+    jvp: str | dict = "forward",
     clamp: float | None = None,
+    tangent: Tensor | None = None,
 ) -> AlphaTarget:
     """``alpha_target`` returning its intermediate pieces too; see the module docstring."""
     if alpha.shape != t.shape or r.shape != t.shape or t.dim() != 1:
@@ -68,6 +77,7 @@ def alpha_target_parts(
         raise ValueError("alpha must lie in [0, 1]")
     batch = z_t.shape[0]
     v_shift = v_shift.detach()
+    w = v_shift if tangent is None else tangent.detach()
     s = alpha * r + (1 - alpha) * t
     u_tgt = v_shift.clone()
     u_next = torch.zeros_like(v_shift)
@@ -76,7 +86,7 @@ def alpha_target_parts(
     if any_two_point:
         idx = two_point.nonzero().squeeze(1)
         a, ri, ti, si = alpha[idx], r[idx], t[idx], s[idx]
-        z_s = z_t[idx] - per_sample(ti - si, z_t) * v_shift[idx]
+        z_s = z_t[idx] - per_sample(ti - si, z_t) * w[idx]
         with torch.no_grad():
             u_s = restrict(u, idx, batch, z_t)(z_s, ri, si).to(v_shift.dtype)
         u_next[idx] = u_s
@@ -93,7 +103,7 @@ def alpha_target_parts(
     if any_at_zero:
         idx = at_zero.nonzero().squeeze(1)
         ri, ti = r[idx], t[idx]
-        _, d = get_jvp_backend(jvp)(restrict(u, idx, batch, z_t), z_t[idx].detach(), ri, ti, v_shift[idx])
+        _, d = get_jvp_backend(jvp)(restrict(u, idx, batch, z_t), z_t[idx].detach(), ri, ti, w[idx])
         d = d.to(v_shift.dtype)
         du_dt[idx] = d
         u_tgt[idx] = v_shift[idx] - per_sample(ti - ri, z_t) * d
@@ -109,8 +119,9 @@ def alpha_target(
     alpha: Tensor,
     v_shift: Tensor,
     *,
-    jvp: str = "forward",
+    jvp: str | dict = "forward",
     clamp: float | None = None,
+    tangent: Tensor | None = None,
 ) -> Tensor:
     """The alpha-Flow regression target u_tgt for the average velocity u(z_t, r, t) (stop-gradient).
 
@@ -118,9 +129,12 @@ def alpha_target(
     on its own samples only). r, t, alpha: per-sample tensors of shape (B,), 0 <= r <= t <= 1,
     alpha in [0, 1]; samples with alpha == 0 take the JVP branch (backend ``jvp``: "forward",
     "double_backward", "finite_difference" or a registered plugin). v_shift: the shift velocity v~,
-    shaped like z_t. clamp: optional bound on the targets of r < t samples with alpha > 0. This signature is stable.
+    shaped like z_t. clamp: optional bound on the targets of r < t samples with alpha > 0. tangent: the
+    velocity w the path is followed with (z_s = z_t - (t - s) w, and the JVP's tangent); None means
+    w = v~, as in every method of the alpha-Flow paper. ``jvp`` may also be a spec {name: ..., **args},
+    e.g. {name: finite_difference, eps: 0.005} (TiM). This signature is stable.
     """
-    return alpha_target_parts(u, z_t, r, t, alpha, v_shift, jvp=jvp, clamp=clamp).u_tgt
+    return alpha_target_parts(u, z_t, r, t, alpha, v_shift, jvp=jvp, clamp=clamp, tangent=tangent).u_tgt
 
 
 def loss_decomposition(pred: Tensor, v_shift: Tensor, parts: AlphaTarget, alpha: Tensor, t: Tensor, r: Tensor):

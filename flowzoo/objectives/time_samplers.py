@@ -17,15 +17,26 @@ def _sorted_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 
 @TIME_SAMPLERS.register("logit_normal")
 class LogitNormalPairs:
-    """Two independent draws sigmoid(N(mean, std)); t = max, r = min (MeanFlow / alpha-Flow, mean -0.4, std 1)."""
+    """Two independent draws sigmoid(N(mean, std)); t = max, r = min (MeanFlow / alpha-Flow, mean -0.4, std 1).
 
-    def __init__(self, mean: float = -0.4, std: float = 1.0):
-        self.mean, self.std = float(mean), float(std)
+    r_zero_ratio > 0 sets r = 0 on that fraction of the batch (exact count, random samples), TiM's
+    "consistency" samples (WZDTHU/TiM: consistency_ratio). It acts before fm_ratio picks its r = t
+    samples, so r = 0 ends up on r_zero_ratio (1 - fm_ratio) of the batch on average.
+    """
+
+    def __init__(self, mean: float = -0.4, std: float = 1.0, r_zero_ratio: float = 0.0):
+        if not 0.0 <= r_zero_ratio <= 1.0:
+            raise ValueError(f"r_zero_ratio must lie in [0, 1], got {r_zero_ratio}")
+        self.mean, self.std, self.r_zero_ratio = float(mean), float(std), float(r_zero_ratio)
 
     def __call__(self, batch_size: int, *, generator=None, device=None) -> tuple[Tensor, Tensor]:
         n = torch.randn(2, batch_size, generator=generator, device=device) * self.std + self.mean
         a, b = torch.sigmoid(n)
-        return _sorted_pair(a, b)
+        t, r = _sorted_pair(a, b)
+        if self.r_zero_ratio > 0:  # drawn only when asked for, so other presets' streams are unchanged
+            chosen = torch.randperm(batch_size, generator=generator, device=t.device)[:round(self.r_zero_ratio * batch_size)]
+            r = r.index_fill(0, chosen, 0.0)
+        return t, r
 
 
 @TIME_SAMPLERS.register("logit_normal_single")

@@ -25,9 +25,13 @@ from torch import Tensor, nn
 from flowzoo.objectives.schedules import Schedule, build_schedule
 from flowzoo.objectives.shift import ShiftContext
 from flowzoo.objectives.target import AlphaTarget, alpha_target_parts, loss_decomposition, per_sample
+from flowzoo.objectives.jvp import get_jvp_backend
 from flowzoo.objectives.time_samplers import apply_fm_ratio
 from flowzoo.objectives.velocity import ConditionedVelocity
-from flowzoo.registry import JVP_BACKENDS, SHIFT_VELOCITIES, TIME_SAMPLERS, WEIGHTINGS
+from flowzoo.registry import SHIFT_VELOCITIES, TIME_SAMPLERS, WEIGHTINGS
+
+
+_OMITTED_AT_DEFAULT = {"tangent": "shift", "distill": None}
 
 
 @dataclass
@@ -37,12 +41,18 @@ class ObjectiveConfig:
     time_sampler: Any = field(default_factory=lambda: {"name": "logit_normal", "mean": -0.4, "std": 1.0})
     fm_ratio: Any = 0.75  # fraction of each batch with r = t (flow-matching samples); number or schedule
     alpha: Any = 0.0  # number or schedule spec, e.g. {name: sigmoid, start_frac: 0, end_frac: 1}
-    shift: Any = "data"  # data | cfg (omega, kappa, t_min, t_max) | model
+    shift: Any = "data"  # data | cfg (omega, kappa, t_min, t_max) | model | teacher (checkpoint) | instantaneous
+    # The velocity the path is followed with (z_s's step, the JVP's tangent): "shift" = the shift velocity
+    # itself (every method of the alpha-Flow paper); "instantaneous" = the model's u-(z_t, t, t) (iMF).
+    tangent: Any = "shift"
     label_dropout: float = 0.1  # probability a class label is replaced by the null label
     weighting: Any = "uniform"  # uniform | inverse_alpha | adaptive | alpha_adaptive | inverse_alpha_adaptive (c, p) | consistency
     jvp: str = "forward"  # forward | functorch | double_backward | finite_difference
     target_clamp: float | None = None  # clamp the targets of r < t samples with alpha > 0 to +-value (official: 4)
     target_network: str = "online"  # online (stop-gradient) | ema (an EMA copy set by the trainer)
+    # Distillation: a teacher run's checkpoint; its velocity replaces the data velocity e - x as the
+    # shift velocity (anchor and tangent) of whatever preset this is (see shift.TeacherVelocity).
+    distill: str | None = None
 
     def replace(self, **overrides: Any) -> "ObjectiveConfig":
         names = {f.name for f in dataclasses.fields(self)}
@@ -52,7 +62,10 @@ class ObjectiveConfig:
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The options as a mapping; options added after records were committed are left out while they
+        hold their defaults, so every earlier config (and the hash its records carry) reads the same."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in _OMITTED_AT_DEFAULT and v == _OMITTED_AT_DEFAULT[k])}
 
 
 class UnifiedObjective(nn.Module):
@@ -66,8 +79,14 @@ class UnifiedObjective(nn.Module):
         self.fm_ratio = build_schedule(config.fm_ratio, total_steps)
         self.alpha_schedule = build_schedule(config.alpha, total_steps)
         self.shift = SHIFT_VELOCITIES.build(config.shift)
+        if config.distill is not None:
+            if config.shift != "data":
+                raise ValueError(f"objective.distill replaces the data velocity, but this objective's shift is "
+                                 f"{config.shift!r}; distil a preset whose shift is 'data' (e.g. meanflow, alphaflow).")
+            self.shift = SHIFT_VELOCITIES.build({"name": "teacher", "checkpoint": config.distill})
+        self.tangent = None if config.tangent == "shift" else SHIFT_VELOCITIES.build(config.tangent)
         self.weighting = WEIGHTINGS.build(config.weighting)
-        JVP_BACKENDS.get(config.jvp)  # fail now, not at the first alpha = 0 step
+        get_jvp_backend(config.jvp)  # fail now, not at the first alpha = 0 step
         self._ema_net: nn.Module | None = None
 
     # The EMA copy is not a submodule: DDP must not broadcast it and optimisers must not see it.
@@ -120,7 +139,9 @@ class UnifiedObjective(nn.Module):
         e = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
         t, r = self.sample_times(batch, step, generator, device)
         labels, dropped = self.drop_labels(y, batch, generator, device, t)
-        return DrawnBatch(e, t.to(x.dtype), r.to(x.dtype), labels, dropped)
+        # Drawn last and only for schedules that need them, so every other preset's stream is unchanged.
+        alpha_draws = torch.rand(batch, generator=generator, device=device) if self.alpha_schedule.random_draws else None
+        return DrawnBatch(e, t.to(x.dtype), r.to(x.dtype), labels, dropped, alpha_draws)
 
     def forward(self, x: Tensor, y: Tensor | None = None, step: int = 0, generator=None) -> tuple[Tensor, dict]:
         return self.loss(x, self.draw(x, y, step, generator), step)
@@ -135,7 +156,10 @@ class UnifiedObjective(nn.Module):
         e, t, r, labels = drawn.noise, drawn.t, drawn.r, drawn.labels
         z_t = per_sample(1 - t, x) * x + per_sample(t, x) * e
         v = e - x
-        alpha = self.alpha_schedule.per_sample(step, t, r).to(x.dtype)
+        if self.alpha_schedule.random_draws:  # only random schedules take the draws (plugins keep (step, t, r))
+            alpha = self.alpha_schedule.per_sample(step, t, r, drawn.alpha_draws).to(x.dtype)
+        else:
+            alpha = self.alpha_schedule.per_sample(step, t, r).to(x.dtype)
         alpha = torch.where(r == t, torch.ones_like(alpha), alpha)
 
         # Targets in fp32 with autocast off: the JVP and the target are precision-sensitive.
@@ -143,9 +167,10 @@ class UnifiedObjective(nn.Module):
             s = alpha * r + (1 - alpha) * t
             ctx = ShiftContext(z_t, r, t, s, v, labels, drawn.dropped, self.null_label, self.target_net)
             v_shift = self.shift(ctx)
+            tangent = None if self.tangent is None else self.tangent(ctx)
             target = alpha_target_parts(
                 ConditionedVelocity(self.target_net, labels), z_t, r, t, alpha, v_shift,
-                jvp=self.config.jvp, clamp=self.config.target_clamp,
+                jvp=self.config.jvp, clamp=self.config.target_clamp, tangent=tangent,
             )
 
         pred = ConditionedVelocity(self.net, labels)(z_t, r, t)
@@ -168,6 +193,7 @@ class DrawnBatch:
     r: Tensor
     labels: Tensor | None  # after label dropout
     dropped: Tensor  # bool (B,)
+    alpha_draws: Tensor | None = None  # U(0, 1) per sample, for random alpha schedules (SplitMeanFlow)
 
 
 @dataclass

@@ -97,3 +97,49 @@ class ConsistencyWeight:
 
     def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
         return t * _inverse_alpha(alpha)
+
+
+@WEIGHTINGS.register("tim")
+class TransitionWeight:
+    """TiM's loss weight (Wang et al. 2025, "Transition Models", arXiv 2509.04394; WZDTHU/TiM
+    tim/schedulers/transition.py): a time weight times an adaptive weight,
+
+        w = sg(1 / (||Delta||^2 + c)) * g(t, r),   g = 1 / sqrt(tan t - tan r + sigma_d)   for r < t,  g = 1 at r = t,
+
+    the ImageNet-256 setting of its code (weight_time_type "sqrt" on tangent-warped times, sigma_d = 1,
+    c = 1e-5; ||Delta||^2 a per-element mean, as flowzoo's). ``time`` = "reciprocal" drops the sqrt,
+    "constant" the time weight.
+    """
+
+    def __init__(self, sigma_d: float = 1.0, c: float = 1e-5, time: str = "sqrt", tangent: bool = True):
+        if time not in ("sqrt", "reciprocal", "constant"):
+            raise ValueError(f"tim weighting time must be 'sqrt', 'reciprocal' or 'constant', not {time!r}")
+        self.sigma_d, self.c, self.time, self.tangent = float(sigma_d), float(c), time, bool(tangent)
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        tt, rr = (torch.tan(t), torch.tan(r)) if self.tangent else (t, r)
+        gap = (tt - rr) + self.sigma_d
+        g = {"sqrt": gap.rsqrt(), "reciprocal": 1.0 / gap, "constant": torch.ones_like(gap)}[self.time]
+        g = torch.where(r < t, g, torch.ones_like(g))
+        return g / (sq_err.detach() + self.c)
+
+
+@WEIGHTINGS.register("tangent_normalised")
+class TangentNormalised:
+    """sCM's tangent normalisation (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time
+    Consistency Models", Sec. 4.2: g -> g / (||g|| + c), c = 0.1) as a detached weight:
+
+        w = D / (||Delta||_2 + c),   ||Delta||_2 = sqrt(D ||Delta||^2_mean)   (the L2 norm over all D elements)
+
+    so that w ||Delta||^2_mean = ||Delta||_2^2 / (||Delta||_2 + c) and the gradient with respect to the
+    prediction is 2 Delta / (||Delta||_2 + c): the normalised tangent direction, whatever its scale.
+    """
+
+    elements_aware = True
+
+    def __init__(self, c: float = 0.1):
+        self.c = float(c)
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor, elements: int = 1) -> Tensor:
+        norm = (elements * sq_err.detach()).clamp(min=0).sqrt()
+        return elements / (norm + self.c)

@@ -31,6 +31,7 @@ from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, re
 from flowzoo.pipeline.divergence import DivergenceAlarm
 from flowzoo.pipeline.provenance import plugins_used, provenance
 from flowzoo.atomic import atomic_write_text, write_json
+from flowzoo.backbones.prediction import PREDICTIONS, apply_prediction
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
 from flowzoo.train import TrainOptions, train
 from flowzoo.train.checkpoint import find_latest
@@ -53,7 +54,10 @@ def default_out(cfg: dict[str, Any], schedule_name: str | None) -> Path:
 
 def build_network(spec: dict[str, Any], dataset, seed: int) -> torch.nn.Module:
     """The backbone sized for the dataset: sample_shape for MLPs, input_size/in_channels (+ num_frames) for (video) DiTs."""
-    args = {k: v for k, v in spec.items() if k != "name"}
+    args = {k: v for k, v in spec.items() if k not in ("name", "prediction")}
+    prediction = spec.get("prediction", "u")  # what the raw output means (backbones/prediction.py)
+    if prediction not in PREDICTIONS:
+        raise ConfigError(f"backbone.prediction must be one of {', '.join(PREDICTIONS)}, not {prediction!r}.")
     factory = BACKBONES.get(spec["name"])
     params = inspect.signature(factory).parameters
     shape = tuple(dataset.sample_shape)
@@ -73,7 +77,7 @@ def build_network(spec: dict[str, Any], dataset, seed: int) -> torch.nn.Module:
         args.setdefault("input_size", shape[-1])
     args.setdefault("num_classes", dataset.num_classes)
     torch.manual_seed(seed)  # the initial weights depend on the seed only
-    return create_backbone(spec["name"], **args)
+    return apply_prediction(create_backbone(spec["name"], **args), prediction)
 
 
 def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
