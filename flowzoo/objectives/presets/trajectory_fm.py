@@ -9,4 +9,5 @@ trajectory_fm = register_preset(
     alpha = 1 with r < t: the target of the average velocity u(z_t, r, t) is the data velocity v, with no
     network call; fm_ratio = 0 (no r = t samples). Its minimiser ignores r (it learns E[v | z_t]), which
     is why it is the curriculum's start and not a few-step model on its own.""",
+    fixed_point="instantaneous",
 )
