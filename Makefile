@@ -7,11 +7,12 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: run test install
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml examples/flowzoo-splitmeanflow/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e examples/flowzoo-splitmeanflow  # the out-of-tree plugin example (issue 15)
 	touch $@
 
 install: $(VENV)/.installed

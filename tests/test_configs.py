@@ -13,8 +13,9 @@ from flowzoo.registry import BACKBONES, DATASETS, OBJECTIVES, SCHEDULES
 from flowzoo.train import TrainOptions
 
 
-@pytest.mark.parametrize("name", OBJECTIVES.names())
+@pytest.mark.parametrize("name", [n for n in OBJECTIVES.names() if OBJECTIVES.entry(n).source == "flowzoo"])
 def test_objective_yaml_equals_the_preset_defaults_in_code(name):
+    """Built-in presets only: a plugin (examples/flowzoo-splitmeanflow) brings its defaults in its own code."""
     path = CONFIG_ROOT / "objective" / f"{name}.yaml"
     assert path.is_file(), f"configs/objective/{name}.yaml is missing"
     spec = yaml.safe_load(path.read_text())["objective"]
