@@ -260,6 +260,7 @@ def _suite_command(name: str):
         dry_run: bool = typer.Option(False, "--dry-run", help="Print each cell's state and `flowzoo run` command; run nothing."),
         data: Optional[str] = typer.Option(None, help="Your copy of the suite's data (e.g. a Kinetics root or latent cache) for suites that need one."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Add key=value to every cell (e.g. data.fvd.weights=PATH); part of each record's config."),
+        allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Keep cells trained from uncommitted code (they stay marked dirty and out of rankings)."),
     ) -> None:
         from flowzoo.bench.runner import cell_state, run_grid
         from flowzoo.bench.suite import get_suite, with_overrides
@@ -274,12 +275,12 @@ def _suite_command(name: str):
         if dry_run:
             for cell in suite.cells():
                 if chosen is None or cell.seed in chosen:
-                    state, why = cell_state(cell, runs, results)
+                    state, why = cell_state(cell, runs, results, allow_dirty)
                     out.print(f"# {cell.key}: {state} ({why})")
                     out.print(cell.command(runs), soft_wrap=True)
             return
         report = run_grid(suite, runs_root=runs, results_root=results, jobs=jobs, threads=threads, seeds=chosen,
-                          console=out)
+                          console=out, allow_dirty=allow_dirty)
         out.print(f"{len(report.done)} trained, {len(report.recorded) + len(report.done)} records written to {results}; "
                   f"next: flowzoo leaderboard build")
         if not report.ok:

@@ -24,7 +24,8 @@ def grid():
 
 def test_faults_bench_killed_mid_grid_keeps_finished_cells_and_resumes(grid, tmp_path, monkeypatch, capsys):
     runs, results = tmp_path / "runs", tmp_path / "results"
-    common = ["--runs", str(runs), "--results", str(results), "--jobs", "1", "--threads", "1"]
+    # --allow-dirty: the cells' records are valid whether or not this checkout has uncommitted changes.
+    common = ["--runs", str(runs), "--results", str(results), "--jobs", "1", "--threads", "1", "--allow-dirty"]
     # The runner's cell processes inherit FLOWZOO_FAULT: the mf cell dies writing its step-6 metrics line.
     arm(monkeypatch, "*/mf-s0/metrics.jsonl:3:kill")
     code, out, err = flowzoo("bench", grid, *common, capsys=capsys)

@@ -51,8 +51,12 @@ def log_path(cell: Cell, runs_root: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}.log"
 
 
-def cell_state(cell: Cell, runs_root: Path, results_root: Path) -> tuple[str, str]:
-    """("skip" | "record" | "run" | "stale", why) for one cell."""
+def cell_state(cell: Cell, runs_root: Path, results_root: Path, allow_dirty: bool = False) -> tuple[str, str]:
+    """("skip" | "record" | "run" | "stale", why) for one cell.
+
+    Records and runs from a dirty tree count as valid only with ``allow_dirty`` (iterating on uncommitted
+    code); they stay marked dirty, and the leaderboard still leaves them out unless asked."""
+    dirty = (lambda record: False) if allow_dirty else is_dirty
     expected = config_hash(cell.resolved_config(runs_root))
     path = record_path(cell, results_root)
     if path.exists():
@@ -60,9 +64,9 @@ def cell_state(cell: Cell, runs_root: Path, results_root: Path) -> tuple[str, st
             record = read_record(path)
         except RecordError:
             record = None  # set aside when the new record is written (write_cell_record), never deleted
-        if record is not None and record["config_hash"] == expected and not is_dirty(record):
+        if record is not None and record["config_hash"] == expected and not dirty(record):
             return "skip", "valid record"
-        if record is not None and not is_dirty(record):  # a dirty record is re-run (and set aside), never ranked
+        if record is not None and not dirty(record):  # a dirty record is re-run (and set aside), never ranked
             return "stale", f"{path} holds a result for a different config than the suite now asks for; move it away to re-run"
     run_dir = cell.run_dir(runs_root)
     result = run_dir / "result.json"
@@ -72,7 +76,7 @@ def cell_state(cell: Cell, runs_root: Path, results_root: Path) -> tuple[str, st
             prov_hash = prov["config_hash"]
         except (ValueError, KeyError, TypeError):
             return "run", "unreadable result.json; the run is resumed"
-        if prov_hash == expected and prov.get("dirty") is True:
+        if prov_hash == expected and prov.get("dirty") is True and not allow_dirty:
             return "stale", f"{run_dir} was trained from a dirty tree (uncommitted changes); move it away to re-run from a commit"
         if prov_hash == expected:
             return "record", "finished run"
@@ -90,13 +94,14 @@ def write_cell_record(cell: Cell, runs_root: Path, results_root: Path) -> Path:
 
 
 def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path = DEFAULT_RESULTS, jobs: int = 1,
-             threads: int | None = None, seeds: list[int] | None = None, console: Console | None = None) -> GridReport:
+             threads: int | None = None, seeds: list[int] | None = None, console: Console | None = None,
+             allow_dirty: bool = False) -> GridReport:
     console = console or Console()
     cells = [c for c in suite.cells() if seeds is None or c.seed in seeds]
     report = GridReport()
     todo: list[Cell] = []
     for cell in cells:
-        state, why = cell_state(cell, runs_root, results_root)
+        state, why = cell_state(cell, runs_root, results_root, allow_dirty)
         if state == "skip":
             report.skipped.append(cell.key)
         elif state == "stale":
