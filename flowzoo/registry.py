@@ -55,6 +55,8 @@ class Registry:
     def add(self, name: str, obj: Any, *, source: str = "flowzoo", version: str | None = None) -> None:
         if name in self._entries:
             previous = self._entries[name].source
+            if self._entries[name].obj is obj and previous == source:
+                return  # the same entry seen again (a rescan of the entry points), not a second one
             raise RegistryError(
                 f"{self.kind} '{name}' is registered twice (by {previous} and by {source}); "
                 f"rename one of them."
