@@ -87,3 +87,41 @@ def test_official_style_baseline_is_the_meanflow_preset_loss_and_gradient(jvp):
     torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-6)
     for a, b in zip(ours_grads, official_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_utilisation_is_three_forwards_per_sample_over_the_step_time_and_peak():
+    from flowzoo.bench.perf import add_utilisation
+
+    record = {"config": {"batch": 64}, "forward_flops_per_sample": 1e10, "flow_matching_median_ms": 20.0,
+              "device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3"}
+    add_utilisation(record, None)
+    u = record["utilisation"]
+    # 3 x 1e10 FLOPs x 64 samples in 0.02 s = 96 TFLOP/s; the H100 SXM's dense bf16 peak is 989.4.
+    assert u["achieved_tflops"] == pytest.approx(96.0)
+    assert u["mfu"] == pytest.approx(96.0 / 989.4)
+    cpu = {**record, "device": "cpu", "device_name": "x86_64 CPU (Linux)"}
+    add_utilisation(cpu, None)
+    assert cpu["utilisation"]["mfu"] is None  # no peak known for a CPU
+    add_utilisation(cpu, 1.0)
+    assert cpu["utilisation"]["mfu"] == pytest.approx(96.0)
+
+
+def test_a_case_that_cannot_be_built_is_a_failed_row_not_a_crash():
+    from flowzoo.bench.perf import Case, build_or_fail
+
+    net = _perturbed_dit()
+    x, y = torch.randn(4, 2, 4, 4), torch.randint(0, 3, (4,))
+    runner = build_or_fail(Case("bad", "meanflow", {"jvp": "no_such_backend"}), lambda: net, x, y, 100, False)
+    assert runner.error and runner.objective is None
+    good = build_or_fail(Case("meanflow", "meanflow"), lambda: net, x, y, 100, False)
+    assert good.error is None
+    assert torch.isfinite(good.step_fn(0))
+
+
+def test_a_bf16_record_has_its_setting_targets_and_an_fp32_target_case():
+    record = run_perf(**{**TINY, "precision": "bf16"}, objectives=["flow_matching", "meanflow"], jvp_backends=False,
+                      official=False, rounds=1, block=1, warmup=1, memory=False)
+    labels = {row["label"] for row in record["cases"]}
+    assert "meanflow[target fp32]" in labels  # bf16 steps also time the fp32 target, for the saving
+    assert record["targets"]["meanflow_max_ratio"] == 2.0  # the cpu setting's targets
+    assert record["utilisation"]["achieved_tflops"] > 0

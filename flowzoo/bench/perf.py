@@ -41,6 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from flowzoo.atomic import atomic_write
 from flowzoo.backbones import create_backbone
+from flowzoo.leaderboard.compute_cost import forward_flops_per_sample
 from flowzoo.objectives import create_objective
 from flowzoo.objectives.target import per_sample
 from flowzoo.objectives.unified import DrawnBatch, UnifiedObjective
@@ -51,6 +52,13 @@ BASELINE = "flow_matching"
 OFFICIAL = "official_style_meanflow"
 # Targets of issue #8 (CPU, small DiT, batch 32): an alpha > 0 step vs FM, and the best MeanFlow step vs FM.
 TARGETS = {"alpha_positive_max_ratio": 1.45, "meanflow_max_ratio": 2.0}
+# Targets of issue #16 (one H100, DiT-B/2): alpha > 0 at most 1.25x FM, MeanFlow at most 1.5x with the fused
+# JVP attention, and at least 2x faster than the official-style step.
+GPU_TARGETS = {"alpha_positive_max_ratio": 1.25, "meanflow_max_ratio": 1.5, "official_min_speedup": 2.0}
+# Dense bf16 tensor-core peaks (NVIDIA data sheets, TFLOP/s without sparsity), for the model-FLOPs
+# utilisation of the flow-matching step; matched against the device name, overridable by --peak-tflops.
+PEAK_BF16_TFLOPS = {"H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0,
+                    "H200": 989.4, "A100": 312.0, "L40S": 362.1}
 
 # Named settings; any option given explicitly overrides the setting's value.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -59,6 +67,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "gpu": dict(device="cuda", backbone="DiT-B/2", input_size=32, in_channels=4, num_classes=1000,
                 batch=64, precision="bf16", threads=None),
 }
+SETTING_TARGETS = {"cpu": TARGETS, "gpu": GPU_TARGETS}
+JVP_FLASH = {"name": "forward", "attention": "jvp_flash"}
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a known GPU from its name (None when unknown: give --peak-tflops)."""
+    for key, value in PEAK_BF16_TFLOPS.items():
+        if all(word in device_name for word in key.split()):
+            return value
+    return None
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,13 +123,18 @@ class Case:
     compiled: bool = False
 
 
-def default_cases(objectives: list[str], jvp_backends: bool, official: bool, compile: bool) -> list[Case]:
+def default_cases(objectives: list[str], jvp_backends: bool, official: bool, compile: bool,
+                  cuda: bool = False, bf16: bool = False) -> list[Case]:
     cases = [Case(name, name) for name in objectives]
     if "alphaflow" in objectives:
         cases.append(Case("alphaflow@end", "alphaflow", at="end"))
     if "meanflow" in objectives and jvp_backends:
         preset_jvp = OBJECTIVES.get("meanflow").default_config.jvp
         cases += [Case(f"meanflow[jvp={b}]", "meanflow", {"jvp": b}) for b in JVP_BACKENDS.names() if b != preset_jvp]
+        if cuda:  # the fused Triton JVP attention (flowzoo[gpu]); a row that failed says why it cannot run
+            cases.append(Case("meanflow[jvp=forward+jvp_flash]", "meanflow", {"jvp": dict(JVP_FLASH)}))
+    if "meanflow" in objectives and bf16:  # what the bf16 target (target_precision auto) saves over fp32
+        cases.append(Case("meanflow[target fp32]", "meanflow", {"target_precision": "fp32"}))
     if "meanflow" in objectives and official:
         cases.append(Case(OFFICIAL, "meanflow", official=True))
     if compile:
@@ -161,6 +185,16 @@ def build_runner(case: Case, make_net: Callable[[], nn.Module], x: Tensor, y: Te
     return Runner(case, objective, optimizer, step_fn, schedule_step, alpha)
 
 
+def build_or_fail(case: Case, make_net: Callable[[], nn.Module], x: Tensor, y: Tensor, total_steps: int,
+                  bf16: bool) -> Runner:
+    """build_runner, or a runner that only carries why the case cannot run here (e.g. jvp_flash without
+    its kernel): the table shows that row as failed and times the rest."""
+    try:
+        return build_runner(case, make_net, x, y, total_steps, bf16)
+    except Exception as exc:
+        return Runner(case, None, None, None, 0, float("nan"), error=f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+
+
 # --------------------------------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------------------------------
@@ -200,7 +234,7 @@ def time_interleaved(runners: list[Runner], rounds: int, block: int, warmup: int
                      progress: Callable[[str], None] | None = None) -> None:
     """Round-robin: each round runs ``block`` timed steps of every case, in a fresh random order per round
     (a fixed order would hand each case the same neighbour's cache state every round)."""
-    live = list(runners)
+    live = [r for r in runners if r.error is None]
     order = random.Random(0)
     for runner in live:
         try:
@@ -240,7 +274,7 @@ def run_perf(
     in_channels: int | None = None,  # channels of the input
     num_classes: int | None = None,  # class-conditional labels (the null label is num_classes)
     batch: int | None = None,  # samples per step
-    precision: str | None = None,  # fp32 | bf16 (autocast around the step; targets stay fp32)
+    precision: str | None = None,  # fp32 | bf16 (autocast around the step; the target follows, target_precision auto)
     threads: int | None = None,  # torch CPU threads (None: leave as is)
     objectives: list[str] | None = None,  # default: every registered objective
     jvp_backends: bool = True,  # also meanflow with every other registered JVP backend
@@ -252,6 +286,7 @@ def run_perf(
     warmup: int = 2,  # untimed steps per case first
     total_steps: int = 1000,  # run length the schedules see; cases run at its middle (or end)
     seed: int = 0,
+    peak_tflops_override: float | None = None,  # the device's dense bf16 peak, for MFU (default: by name)
     out: str | Path | None = None,  # JSON record path (written atomically)
     progress: Callable[[str], None] | None = None,
 ) -> dict:
@@ -275,6 +310,9 @@ def run_perf(
     try:
         record = _run(cfg, dev, names, jvp_backends, official, compile, memory, rounds, block, warmup,
                       total_steps, seed, progress)
+        add_utilisation(record, peak_tflops_override)
+        record["targets"] = SETTING_TARGETS[setting]
+        record["summary"] = summarise(record["cases"], record["targets"])
     finally:
         torch.set_num_threads(previous_threads)
     if out is not None:
@@ -303,8 +341,8 @@ def _run(cfg, dev, names, jvp_backends, official, compile, memory, rounds, block
         return copy.deepcopy(reference).train()
 
     bf16 = cfg["precision"] == "bf16"
-    cases = default_cases(names, jvp_backends, official, compile)
-    runners = [build_runner(c, make_net, x, y, total_steps, bf16) for c in cases]
+    cases = default_cases(names, jvp_backends, official, compile, cuda=dev.type == "cuda", bf16=bf16)
+    runners = [build_or_fail(c, make_net, x, y, total_steps, bf16) for c in cases]
     time_interleaved(runners, rounds, block, warmup, dev, progress)
     if memory:
         for runner in runners:
@@ -319,7 +357,7 @@ def _run(cfg, dev, names, jvp_backends, official, compile, memory, rounds, block
             "label": r.case.label, "objective": r.case.objective, "overrides": r.case.overrides,
             "official_style": r.case.official, "compiled": r.case.compiled,
             "schedule_step": r.schedule_step, "alpha": r.alpha,
-            "jvp": None if r.case.official else r.objective.config.jvp,
+            "jvp": None if r.case.official else (r.case.overrides.get("jvp") if r.objective is None else r.objective.config.jvp),
             "median_ms": None if med is None else med * 1e3,
             "ratio_to_flow_matching": None if med is None else med / base,
             "images_per_s": None if med is None else cfg["batch"] / med,
@@ -339,29 +377,44 @@ def _run(cfg, dev, names, jvp_backends, official, compile, memory, rounds, block
         "memory_measure": ("torch.cuda.max_memory_allocated above the step's start" if dev.type == "cuda" else
                            "peak live tensor bytes above the step's start, from torch.profiler allocation records"),
         "baseline": BASELINE, "flow_matching_median_ms": base * 1e3,
+        "forward_flops_per_sample": forward_flops_per_sample(reference, shape, cfg["num_classes"]),
         "cases": rows,
         "summary": summarise(rows),
         "targets": TARGETS,
     }
 
 
-def summarise(rows: list[dict]) -> dict:
+def add_utilisation(record: dict, peak_override: float | None) -> None:
+    """Model-FLOPs utilisation of the flow-matching step: 3 forwards' FLOPs (forward + backward = 2) x batch
+    per median step time, over the device's dense bf16 peak (None on a CPU unless a peak is given)."""
+    cfg = record["config"]
+    flops = 3 * record["forward_flops_per_sample"] * cfg["batch"]
+    achieved = flops / (record["flow_matching_median_ms"] / 1e3) / 1e12
+    peak = peak_override or (peak_tflops(record["device_name"]) if record["device"].startswith("cuda") else None)
+    record["utilisation"] = {"flow_matching_step_tflop": flops / 1e12, "achieved_tflops": achieved,
+                             "peak_bf16_tflops": peak, "mfu": None if peak is None else achieved / peak}
+
+
+def summarise(rows: list[dict], targets: dict = TARGETS) -> dict:
     """The issue's headline numbers: alpha > 0 and best-MeanFlow ratios, and best MeanFlow vs official."""
     ok = [r for r in rows if r["ratio_to_flow_matching"] is not None and not r["compiled"]]
     summary: dict[str, Any] = {}
     positive = [r for r in ok if r["objective"] == "alphaflow" and 0 < r["alpha"] < 1]
     if positive:
         summary["alpha_positive_ratio"] = positive[0]["ratio_to_flow_matching"]
-        summary["alpha_positive_meets_target"] = positive[0]["ratio_to_flow_matching"] <= TARGETS["alpha_positive_max_ratio"]
+        summary["alpha_positive_meets_target"] = positive[0]["ratio_to_flow_matching"] <= targets["alpha_positive_max_ratio"]
     ours = [r for r in ok if r["objective"] == "meanflow" and not r["official_style"]]
     if ours:
         best = min(ours, key=lambda r: r["median_ms"])
         summary["best_meanflow"] = best["label"]
         summary["best_meanflow_ratio"] = best["ratio_to_flow_matching"]
-        summary["meanflow_meets_target"] = best["ratio_to_flow_matching"] <= TARGETS["meanflow_max_ratio"]
+        summary["meanflow_meets_target"] = best["ratio_to_flow_matching"] <= targets["meanflow_max_ratio"]
         off = [r for r in ok if r["official_style"]]
         if off:
             summary["best_meanflow_vs_official"] = best["median_ms"] / off[0]["median_ms"]
+            if "official_min_speedup" in targets:
+                summary["official_speedup_meets_target"] = (
+                    off[0]["median_ms"] / best["median_ms"] >= targets["official_min_speedup"])
     return summary
 
 
@@ -388,15 +441,20 @@ def perf_table(record: dict):
         table.add_row(escape(r["label"]), fmt(r["alpha"], ".3f"), r["jvp"] or "official", fmt(r["median_ms"], ".1f"),
                       fmt(r["ratio_to_flow_matching"], ".2f"), fmt(r["images_per_s"], ".0f"),
                       fmt(r["peak_memory_mb"], ".1f"), str(r["steps_timed"]))
-    s = record["summary"]
+    s, targets = record["summary"], record.get("targets", TARGETS)
     notes = []
     if "alpha_positive_ratio" in s:
-        notes.append(f"alpha>0 step x{s['alpha_positive_ratio']:.2f} FM (target <= {TARGETS['alpha_positive_max_ratio']})")
+        notes.append(f"alpha>0 step x{s['alpha_positive_ratio']:.2f} FM (target <= {targets['alpha_positive_max_ratio']})")
     if "best_meanflow_ratio" in s:
         notes.append(f"best MeanFlow ({escape(s['best_meanflow'])}) x{s['best_meanflow_ratio']:.2f} FM "
-                     f"(target <= {TARGETS['meanflow_max_ratio']})")
+                     f"(target <= {targets['meanflow_max_ratio']})")
     if "best_meanflow_vs_official" in s:
-        notes.append(f"best MeanFlow / official-style x{s['best_meanflow_vs_official']:.2f}")
+        wanted = f" (target <= {1 / targets['official_min_speedup']:.2f})" if "official_min_speedup" in targets else ""
+        notes.append(f"best MeanFlow / official-style x{s['best_meanflow_vs_official']:.2f}{wanted}")
+    u = record.get("utilisation")
+    if u:
+        mfu = "" if u["mfu"] is None else f", MFU {100 * u['mfu']:.1f}% of {u['peak_bf16_tflops']:.0f}"
+        notes.append(f"FM step {u['achieved_tflops']:.2f} TFLOP/s{mfu}")
     table.caption = "; ".join(notes)
     return table
 
@@ -414,6 +472,8 @@ def perf_command(
     batch: Optional[int] = typer.Option(None, help="Override the batch size."),
     precision: Optional[str] = typer.Option(None, help="fp32 or bf16 (autocast)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    peak_tflops: Optional[float] = typer.Option(None, help="The device's dense bf16 peak in TFLOP/s for the MFU "
+                                                         "(default: looked up from the GPU's name)."),
     objective: Optional[list[str]] = typer.Option(None, help="Time only these objectives (repeatable)."),
     jvp_backends: bool = typer.Option(True, help="Also time meanflow with each JVP backend."),
     official: bool = typer.Option(True, help="Also time the official alpha-Flow code's MeanFlow step."),
@@ -433,6 +493,7 @@ def perf_command(
                           in_channels=in_channels, batch=batch, precision=precision, threads=threads,
                           objectives=objective or None, jvp_backends=jvp_backends, official=official,
                           compile=compile, memory=memory, rounds=rounds, block=block, warmup=warmup, out=out,
+                          peak_tflops_override=peak_tflops,
                           progress=lambda msg: console.log(msg))
     except (ValueError, RuntimeError, LookupError) as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -101,9 +101,10 @@ def forward_flops_per_sample(net: nn.Module, sample_shape: tuple[int, ...], num_
     from torch.utils.flop_counter import FlopCounterMode
 
     n = 2
-    z = torch.zeros(n, *sample_shape)
-    t = torch.full((n,), 0.5)
-    y = torch.zeros(n, dtype=torch.long) if num_classes else None
+    device = next(net.parameters()).device
+    z = torch.zeros(n, *sample_shape, device=device)
+    t = torch.full((n,), 0.5, device=device)
+    y = torch.zeros(n, dtype=torch.long, device=device) if num_classes else None
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         net(z, t, torch.zeros_like(t), y)
