@@ -19,6 +19,7 @@ from timm.layers import Attention, Mlp, PatchEmbed
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from flowzoo.backbones.attention import attention
 from flowzoo.backbones.embed import ConditionEmbedder, sincos_pos_embed_2d
 from flowzoo.registry import BACKBONES
 
@@ -27,14 +28,34 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
-def attention_layer(hidden_size: int, num_heads: int) -> Attention:
-    """timm multi-head self-attention that always calls F.scaled_dot_product_attention.
+class DiTAttention(Attention):
+    """timm multi-head self-attention whose softmax(q k^T / sqrt(d)) v is flowzoo's ``attention``.
 
-    Always the SDPA path (whatever TIMM_FUSED_ATTN says), so the objective can pick the math kernel with
-    sdpa_kernel(SDPBackend.MATH) inside its JVP: the fused kernels have no forward-mode rule.
+    Same parameters (and names) as timm's Attention, so every checkpoint loads as before, and the same
+    outputs bit for bit outside a JVP scope, where ``attention`` is F.scaled_dot_product_attention with
+    PyTorch's fused kernels (whatever TIMM_FUSED_ATTN says). Inside a JVP backend's scope it runs the
+    kernel the objective selected (``objective.jvp: {name: forward, attention: math | jvp_flash}``):
+    the fused kernels have no forward-mode rule. No mask, no attention dropout (DiT uses neither).
     """
-    attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
-    attn.fused_attn = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, _ = x.shape
+        gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = attention(q, k, v).transpose(1, 2).reshape(B, N, -1)
+        norm = getattr(self, "norm", None)  # timm's scale_norm (Identity here; absent in older timm)
+        if norm is not None:
+            x = norm(x)
+        if gate is not None:
+            x = x * gate
+        return self.proj_drop(self.proj(x))
+
+
+def attention_layer(hidden_size: int, num_heads: int) -> DiTAttention:
+    """DiT's self-attention: timm's Attention with qkv bias, its core through flowzoo's dispatcher."""
+    attn = DiTAttention(hidden_size, num_heads=num_heads, qkv_bias=True)
+    attn.fused_attn = True  # DiTAttention always takes the SDPA path; the flag says so to code that reads it
     return attn
 
 

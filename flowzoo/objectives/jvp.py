@@ -5,13 +5,19 @@ u(z, r, t) with tangents (v~, 0, 1) on (z, r, t) (MeanFlow, Geng et al. 2025, Eq
 returns (u(z, r, t), d/dt u) and never builds a graph to the parameters: the target is stop-gradient.
 
 Fused SDPA kernels (flash / memory-efficient) have no forward-mode rule and no double backward, so
-the analytic backends run attention on the math kernel, inside this scope only; the training forward
-keeps the fused kernels.
+the analytic backends (forward, functorch, double_backward) run attention, inside their scope only, on
+the kernel their ``attention`` argument names (flowzoo.backbones.attention); the training forward keeps
+the fused kernels. ``attention: math`` (the default) is SDPA on the math kernel, on any device.
+``attention: jvp_flash`` is the fused Triton kernel of jvp-flash-attention (CUDA, ``pip install
+'flowzoo[gpu]'``), whose forward-mode rule serves the ``forward`` and ``functorch`` backends; its
+backward has no derivative of its own, so ``double_backward`` refuses it. Select it in a config with
+
+    objective:
+      jvp: {name: forward, attention: jvp_flash}
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import warnings
@@ -19,8 +25,8 @@ import warnings
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from flowzoo.backbones.attention import check_kernel, jvp_attention
 from flowzoo.registry import JVP_BACKENDS
 from flowzoo.objectives.velocity import VelocityFn
 
@@ -30,25 +36,23 @@ from flowzoo.objectives.velocity import VelocityFn
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 
-def _math_attention() -> contextlib.AbstractContextManager:
-    return sdpa_kernel(SDPBackend.MATH)
-
-
 def _ones(t: Tensor) -> Tensor:
     return torch.ones_like(t)
 
 
 @JVP_BACKENDS.register("forward")
-def forward_mode_jvp(u: VelocityFn, z: Tensor, r: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+def forward_mode_jvp(
+    u: VelocityFn, z: Tensor, r: Tensor, t: Tensor, v: Tensor, attention: str = "math"
+) -> tuple[Tensor, Tensor]:
     """Forward-mode AD on dual tensors (torch.autograd.forward_ad): one pass carrying (u, du/dt).
 
     Same rules and numbers as torch.func.jvp (the ``functorch`` backend) without functorch's per-op
     tensor wrapping: on a CPU DiT-tiny/2 (8 samples, 1 thread) the JVP alone ran ~14% faster, and in a
     MeanFlow training step the peak tensor memory fell from 229 to 87 MB (flowzoo bench perf; the
     step's time was within noise). Dual levels do not nest: inside another forward-mode transform use
-    ``functorch``.
+    ``functorch``. ``attention``: the attention kernel inside the JVP, "math" or "jvp_flash" (module doc).
     """
-    with torch.no_grad(), _math_attention(), fwAD.dual_level():
+    with torch.no_grad(), jvp_attention(attention, backend="forward"), fwAD.dual_level():
         out = u(fwAD.make_dual(z, v), r, fwAD.make_dual(t, _ones(t)))
         primal, du_dt = fwAD.unpack_dual(out)
     if du_dt is None:  # u does not depend on (z, t) at all
@@ -57,21 +61,33 @@ def forward_mode_jvp(u: VelocityFn, z: Tensor, r: Tensor, t: Tensor, v: Tensor) 
 
 
 @JVP_BACKENDS.register("functorch")
-def functorch_jvp(u: VelocityFn, z: Tensor, r: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Forward-mode AD through torch.func.jvp: composes with other torch.func transforms."""
-    with torch.no_grad(), _math_attention():
+def functorch_jvp(
+    u: VelocityFn, z: Tensor, r: Tensor, t: Tensor, v: Tensor, attention: str = "math"
+) -> tuple[Tensor, Tensor]:
+    """Forward-mode AD through torch.func.jvp: composes with other torch.func transforms.
+
+    ``attention``: the attention kernel inside the JVP, "math" or "jvp_flash" (module doc)."""
+    with torch.no_grad(), jvp_attention(attention, backend="functorch"):
         out, du_dt = torch.func.jvp(lambda z_, t_: u(z_, r, t_), (z, t), (v, _ones(t)))
     return out, du_dt
 
 
 @JVP_BACKENDS.register("double_backward")
-def double_backward_jvp(u: VelocityFn, z: Tensor, r: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """The double-vjp trick of torch.autograd.functional.jvp (the official alpha-Flow code's backend)."""
-    with torch.enable_grad(), _math_attention():
+def double_backward_jvp(
+    u: VelocityFn, z: Tensor, r: Tensor, t: Tensor, v: Tensor, attention: str = "math"
+) -> tuple[Tensor, Tensor]:
+    """The double-vjp trick of torch.autograd.functional.jvp (the official alpha-Flow code's backend).
+
+    It differentiates attention's backward, so ``attention`` must name a kernel whose backward is
+    differentiable: "math" is; "jvp_flash" is not (its backward is a Triton kernel) and is refused."""
+    with torch.enable_grad(), jvp_attention(attention, backend="double_backward", double_backward=True):
         out, du_dt = torch.autograd.functional.jvp(
             lambda z_, t_: u(z_, r, t_), (z.detach(), t.detach()), (v.detach(), _ones(t)), create_graph=False
         )
     return out.detach(), du_dt.detach()
+
+
+double_backward_jvp.differentiates_backward = True  # get_jvp_backend checks its attention kernel for it
 
 
 @JVP_BACKENDS.register("finite_difference")
@@ -103,5 +119,8 @@ def get_jvp_backend(spec):
         unknown = sorted(set(args) - set(accepted) - {"u", "z", "r", "t", "v"})
         if unknown or set(args) & {"u", "z", "r", "t", "v"}:
             raise ValueError(f"jvp backend '{spec['name']}' takes no option(s) {', '.join(unknown or sorted(args))}")
+        if "attention" in args:  # refuse a kernel that cannot run here now, not at the first alpha = 0 step
+            check_kernel(args["attention"], backend=spec["name"],
+                         double_backward=getattr(backend, "differentiates_backward", False))
         return functools.partial(backend, **args)
     return JVP_BACKENDS.get(spec)
