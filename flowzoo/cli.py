@@ -281,7 +281,8 @@ def _suite_command(name: str):
             return
         report = run_grid(suite, runs_root=runs, results_root=results, jobs=jobs, threads=threads, seeds=chosen,
                           console=out, allow_dirty=allow_dirty)
-        out.print(f"{len(report.done)} trained, {len(report.recorded) + len(report.done)} records written to {results}; "
+        written = len(report.recorded) + len(report.done) + len(report.reused)
+        out.print(f"{len(report.done)} trained, {written} records written to {results}; "
                   f"next: flowzoo leaderboard build")
         if not report.ok:
             raise typer.Exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -147,3 +148,34 @@ def test_a_finished_run_from_a_dirty_tree_is_not_recorded_as_valid(tmp_path):
         (run_dir / "result.json").write_text(json.dumps({"provenance": prov}))
         got, why = cell_state(cell, tmp_path, tmp_path / "results")
         assert got == state and (not dirty or "dirty tree" in why)
+
+
+def test_a_cell_another_suite_already_trained_is_copied_not_retrained(tmp_path):
+    """The zoo's flow-matching cell is the digits suite's flow-matching cell (same data, seed, config
+    hash): its committed record is reused under the zoo's name, saying where it came from; a dirty one is not."""
+    import json
+    import shutil
+
+    from flowzoo.bench.runner import cell_state, write_reused_record
+
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    source = results / "digits" / "digits" / "flow_matching-s0.json"
+    source.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "leaderboard" / "results" / "digits" / "digits" / "flow_matching-s0.json", source)
+    cell = next(c for c in get_suite("zoo").cells() if c.method.name == "flow_matching" and c.seed == 0)
+    other = next(c for c in get_suite("zoo").cells() if c.method.name == "imf" and c.seed == 0)
+    state, why = cell_state(cell, runs, results)
+    assert (state, Path(why)) == ("reuse", source)
+    assert cell_state(other, runs, results)[0] == "run"  # nothing trained it yet
+
+    copy = read_record(write_reused_record(cell, source, runs, results))
+    original = read_record(source)
+    assert copy["benchmark"] == "zoo" and copy["reused_from"] == "digits/digits/flow_matching-s0.json"
+    assert copy["evaluations"] == original["evaluations"] and copy["config_hash"] == original["config_hash"]
+    assert cell_state(cell, runs, results)[0] == "skip"  # and from now on it is the zoo's valid record
+
+    dirty = json.loads(source.read_text())
+    dirty["code"]["dirty"] = True
+    source.write_text(json.dumps(dirty))
+    (results / "zoo" / "digits" / "flow_matching-s0.json").unlink()
+    assert cell_state(cell, runs, results)[0] == "run"  # uncommitted code's record is never reused

@@ -5,6 +5,12 @@ for; a finished run directory without a record just gets its record written. A c
 directory holds a *different* config (the suite changed) is never overwritten: it is reported with the
 paths to move away. Each cell runs as its own process (a crash or a kill loses at most that cell, and
 re-running the command resumes it from its last checkpoint); --jobs runs several at once.
+
+A cell that another suite has already trained (a clean record under the same results root with the same
+data, seed and config hash: e.g. the zoo's alpha-Flow, MeanFlow and flow-matching cells are the digits
+suite's) is not trained again: its record is copied under this suite with ``reused_from`` naming the
+source. The config hash covers everything the run trains and evaluates with (not where it writes), so
+the copy is the record that training would produce.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class GridReport:
     done: list[str] = field(default_factory=list)  # trained now
     recorded: list[str] = field(default_factory=list)  # finished runs that only needed their record
     skipped: list[str] = field(default_factory=list)  # already had a valid record
+    reused: list[str] = field(default_factory=list)  # copied from another suite's record of the same training
     stale: list[str] = field(default_factory=list)  # one sentence each: what to move away
     failed: list[str] = field(default_factory=list)  # one sentence each, with the log's path
 
@@ -81,7 +88,33 @@ def cell_state(cell: Cell, runs_root: Path, results_root: Path, allow_dirty: boo
         if prov_hash == expected:
             return "record", "finished run"
         return "stale", f"{run_dir} holds a run of a different config; move it away to re-run"
+    source = reusable_record(cell, results_root, expected)
+    if source is not None:
+        return "reuse", str(source)
     return "run", "no result yet"
+
+
+def reusable_record(cell: Cell, results_root: Path, expected_hash: str) -> Path | None:
+    """Another suite's clean record of this very training (same data, seed and config hash), if any."""
+    suite, data, name = cell.key.split("/")
+    for path in sorted(Path(results_root).glob(f"*/{data}/*-s{cell.seed}.json")):
+        if path.parent.parent.name == suite:
+            continue
+        try:
+            record = read_record(path)
+        except RecordError:
+            continue
+        if record["config_hash"] == expected_hash and record["seed"] == cell.seed and not is_dirty(record):
+            return path
+    return None
+
+
+def write_reused_record(cell: Cell, source: Path, runs_root: Path, results_root: Path) -> Path:
+    """The source record under this cell's name, saying where it came from (never a new measurement)."""
+    record = read_record(source)
+    record.update(benchmark=cell.suite.name, method=cell.method.name, command=cell.command(runs_root),
+                  reused_from=str(Path(source).relative_to(results_root)))
+    return write_record(record_path(cell, results_root), record)
 
 
 def write_cell_record(cell: Cell, runs_root: Path, results_root: Path) -> Path:
@@ -109,10 +142,14 @@ def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path
         elif state == "record":
             write_cell_record(cell, runs_root, results_root)
             report.recorded.append(cell.key)
+        elif state == "reuse":
+            write_reused_record(cell, Path(why), runs_root, results_root)
+            report.reused.append(cell.key)
         else:
             todo.append(cell)
+    reused = f"{len(report.reused)} copied from another suite's identical run, " if report.reused else ""
     console.print(f"{suite.name}: {len(cells)} cells; {len(report.skipped)} have valid records, "
-                  f"{len(report.recorded)} finished runs recorded, {len(todo)} to run, {len(report.stale)} stale.")
+                  f"{len(report.recorded)} finished runs recorded, {reused}{len(todo)} to run, {len(report.stale)} stale.")
 
     threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -121,7 +158,7 @@ def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"{suite.name} grid", total=len(cells),
-                                 completed=len(report.skipped) + len(report.recorded))
+                                 completed=len(report.skipped) + len(report.recorded) + len(report.reused))
         try:
             while queue or running:
                 while queue and len(running) < jobs:
