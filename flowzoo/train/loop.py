@@ -8,11 +8,14 @@ and, on CPU, ends bit for bit where an uninterrupted run would have. What makes 
     (seed, rank, step), never from a global RNG, so it does not depend on how the run got there;
   - the data stream is a pure function of (seed, position) and its position is checkpointed;
   - schedules (alpha, fm_ratio, LR warm-up, EMA ramp-up) are pure functions of the step.
-Under torchrun each rank trains on batch_size / world_size samples and DDP averages the gradients.
+Under torchrun each rank trains on batch_size / world_size samples and DDP averages the gradients
+(or, with ``parallel="fsdp"``, FSDP2 shards the network's blocks and reduce-scatters them: see
+flowzoo/train/distributed.py for what is sharded, saved and refused).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import sys
@@ -70,13 +73,16 @@ def open_stream(data, batch_size: int, seed: int, env: distributed.DistEnv):
 
 
 def clip_gradients(params: list[nn.Parameter], max_norm: float | None) -> torch.Tensor:
-    """The global gradient norm before clipping (clipping to max_norm when it is set)."""
+    """The global gradient norm before clipping (clipping to max_norm when it is set).
+
+    FSDP2's gradients are DTensor shards: torch's norm of them is the norm over all ranks' shards (a
+    DTensor, returned here as a plain tensor of that value), and clipping scales every shard by it."""
     if max_norm is None:
         grads = [p.grad for p in params if p.grad is not None]
         if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
-            return torch.nn.utils.get_total_norm(grads)
+            return distributed.replicated(torch.nn.utils.get_total_norm(grads))
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return distributed.replicated(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
 def train(
@@ -100,6 +106,7 @@ def train(
         raise ValueError("the objective was built around another network; pass the network it trains as `net`.")
     if not opts.ema_halflives and getattr(getattr(objective, "config", None), "target_network", None) == "ema":
         raise ValueError("this objective takes its target from the EMA network but ema_halflives is empty; give one.")
+    distributed.check_parallel(opts.parallel, objective, opts.compile)  # what FSDP2 cannot run, in one sentence
 
     with distributed.session(opts.device) as env:  # joins torchrun's world; destroys the group on exit
         if opts.batch_size % env.world_size:
@@ -114,6 +121,12 @@ def train(
         emas = [EMA(net, halflife, opts.ema_rampup_ratio) for halflife in opts.ema_halflives]
         if emas and hasattr(objective, "set_target_network"):
             objective.set_target_network(emas[0].net)  # read by presets with target_network="ema" (Shortcut)
+        # FSDP2 shards in place, before the optimizer is built (the parameters become DTensor shards); the EMAs
+        # above stay full copies, and `shell` receives the final full weights for state.net at the end.
+        fsdp = opts.parallel == "fsdp" and env.distributed
+        shell = distributed.meta_copy(net) if fsdp else None
+        if fsdp:
+            distributed.shard_objective(objective, net, env)
         optimizer = torch.optim.Adam(net.parameters(), lr=opts.lr, betas=opts.betas, eps=opts.eps,
                                      weight_decay=opts.weight_decay)
         stream = open_stream(data, local_batch, opts.seed, env)
@@ -131,13 +144,15 @@ def train(
 
         def save() -> None:
             rank_states = distributed.gather_objects({"rng": rng_state(), "data": stream.state_dict()}, env)
+            # Built on every rank under FSDP2, whose gathering of the full model and optimizer is a collective.
+            contents = checkpoint_contents(state, objective, rank_states) if env.is_main or fsdp else None
             if env.is_main:
                 periodic = state.step % opts.checkpoint_every == 0
-                checkpoint.write_checkpoint(opts.out_dir, checkpoint_contents(state, objective, rank_states),
-                                            state.step, periodic, opts.keep_last)
+                checkpoint.write_checkpoint(opts.out_dir, contents, state.step, periodic, opts.keep_last)
             state.last_checkpoint_step = state.step
 
-        model = distributed.wrap_objective(objective, env)  # DDP around the objective, never the bare network
+        # DDP around the objective, never the bare network (FSDP2 made the objective its root already).
+        model = objective if fsdp else distributed.wrap_objective(objective, env)
         if opts.compile:
             model = torch.compile(model)
         bf16 = opts.precision == "bf16" or (opts.precision == "auto" and device.type == "cuda")
@@ -173,8 +188,9 @@ def train(
                 # One host sync per step: a non-finite step must reach neither Adam nor the EMA, on any rank.
                 if distributed.all_ok(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm), env):
                     optimizer.step()
-                    for ema in emas:
-                        ema.update(net, k + 1)
+                    with distributed.gathered_parameters(objective) if fsdp and emas else contextlib.nullcontext():
+                        for ema in emas:  # under FSDP2 from the gathered full weights (one all-gather per unit)
+                            ema.update(net, k + 1)
                     state.nonfinite_in_a_row = 0
                     window.add({**metrics, "grad_norm": grad_norm})
                 else:
@@ -215,6 +231,8 @@ def train(
                 save()
             for hook in hooks:
                 hook(state.step, state)
+        if fsdp:  # a plain network with the final weights: the sharded one dies with the process group
+            state.net = distributed.unsharded_copy(net, shell, device)
         del model  # drop the DDP reducer before the process group goes
     return state
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRECISIONS = ("auto", "fp32", "bf16")
+PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class TrainOptions:
     ema_rampup_ratio: float | None = 0.05  # effective halflife = min(halflife, ratio * step); None = off
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16 (autocast)
     compile: bool = False  # torch.compile the (DDP-wrapped) objective module
+    parallel: str = "ddp"  # under torchrun: ddp (DDP around the objective) | fsdp (FSDP2 shards of the network's blocks; train/distributed.py)
     checkpoint_every: int = 5_000  # write checkpoints/latest.pt and step-XXXXXXXX.pt every this many steps
     keep_last: int = 3  # periodic step-XXXXXXXX.pt checkpoints kept besides latest.pt (0 = none)
     log_every: int = 100  # append one line to metrics.jsonl (and refresh the progress bar) every this many steps
@@ -56,6 +58,8 @@ class TrainOptions:
             problems.append("keep_last and warmup_steps must be >= 0")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if self.parallel not in PARALLEL:
+            problems.append(f"parallel must be one of {', '.join(PARALLEL)} (got {self.parallel!r})")
         if any(h <= 0 for h in self.ema_halflives):
             problems.append(f"every EMA halflife must be > 0 steps (got {self.ema_halflives})")
         if self.grad_clip is not None and self.grad_clip <= 0:

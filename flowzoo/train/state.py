@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowzoo.train import distributed
 from flowzoo.train.checkpoint import CheckpointError
 from flowzoo.train.ema import EMA
 from flowzoo.train.options import TrainOptions
@@ -28,7 +29,7 @@ FORMAT = "flowzoo.train/1"
 @dataclass
 class TrainState:
     options: TrainOptions
-    net: nn.Module  # the bare network (never the DDP / compiled wrapper)
+    net: nn.Module  # the bare network (never the DDP / compiled wrapper; FSDP2-sharded in place under parallel=fsdp)
     emas: list[EMA]
     optimizer: torch.optim.Optimizer
     rank: int = 0
@@ -89,15 +90,18 @@ def objective_description(objective: nn.Module) -> dict[str, Any]:
 
 
 def checkpoint_contents(state: TrainState, objective: nn.Module, rank_states: list[dict]) -> dict[str, Any]:
-    """``rank_states``: one {"rng", "data"} per rank (gathered), so each rank resumes its own stream."""
+    """``rank_states``: one {"rng", "data"} per rank (gathered), so each rank resumes its own stream.
+
+    Call it on every rank: for an FSDP2-sharded network, gathering the full model and optimizer state
+    is a collective (only rank 0's result holds them, and only rank 0 writes)."""
     return {
         "format": FORMAT,
         "step": state.step,
         "images_seen": state.images_seen,
         "world_size": state.world_size,
-        "model": state.net.state_dict(),
+        "model": distributed.model_state(state.net),
         "ema": [ema.state_dict() for ema in state.emas],
-        "optimizer": state.optimizer.state_dict(),
+        "optimizer": distributed.optimizer_state(state.net, state.optimizer),
         "ranks": rank_states,
         "objective": objective_description(objective),
         "options": state.options.to_dict(),
@@ -131,10 +135,10 @@ def restore(state: TrainState, ckpt: dict[str, Any], stream, path: Path) -> None
     if len(ckpt["ema"]) != len(state.emas):
         raise CheckpointError(f"{path} holds {len(ckpt['ema'])} EMA(s) but this run asks for {len(state.emas)}; "
                               f"keep ema_halflives as in the original run.")
-    state.net.load_state_dict(ckpt["model"])
+    distributed.load_model_state(state.net, ckpt["model"])  # a sharded network keeps this rank's shards
     for ema, ema_state in zip(state.emas, ckpt["ema"]):
         ema.load_state_dict(ema_state)
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    distributed.load_optimizer_state(state.net, state.optimizer, ckpt["optimizer"])
     for group in state.optimizer.param_groups:  # the options of this run win over the saved hyper-parameters
         group.update(betas=opts.betas, eps=opts.eps, weight_decay=opts.weight_decay)
     state.step = int(ckpt["step"])
