@@ -261,11 +261,21 @@ def _suite_command(name: str):
         data: Optional[str] = typer.Option(None, help="Your copy of the suite's data (e.g. a Kinetics root or latent cache) for suites that need one."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Add key=value to every cell (e.g. data.fvd.weights=PATH); part of each record's config."),
         allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Keep cells trained from uncommitted code (they stay marked dirty and out of rankings)."),
+        methods: Optional[str] = typer.Option(None, help="Only these methods of the suite, comma-separated."),
+        nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Run each cell under torchrun with this many processes per node (GPUs)."),
+        nnodes: int = typer.Option(1, "--nnodes", help="Nodes per cell (torchrun); start the same command on every node with its --node-rank."),
+        node_rank: int = typer.Option(0, "--node-rank", help="This node's rank (0 writes the records)."),
+        master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Address of node 0 (with --nnodes above 1)."),
+        master_port: int = typer.Option(29500, "--master-port", help="Port on node 0 for torchrun's rendezvous."),
+        mfu: float = typer.Option(0.35, help="--dry-run: model-FLOPs utilisation assumed for the GPU-hour estimate."),
+        peak_tflops: float = typer.Option(989.4, "--peak-tflops", help="--dry-run: the GPU's dense bf16 peak (H100 SXM: 989.4)."),
     ) -> None:
+        from flowzoo.bench.launch import Launch
         from flowzoo.bench.runner import cell_state, run_grid
-        from flowzoo.bench.suite import get_suite, with_overrides
+        from flowzoo.bench.suite import get_suite, only_methods, with_overrides
 
-        suite = with_overrides(get_suite(name), data=data, sets=set_ or [])
+        launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
+        suite = only_methods(with_overrides(get_suite(name), data=data, sets=set_ or []), methods)
         try:
             chosen = [int(s) for s in seeds.split(",")] if seeds else None
         except ValueError:
@@ -273,14 +283,10 @@ def _suite_command(name: str):
         if chosen is not None and not set(chosen) <= set(suite.seeds):
             raise UserError(f"suite '{name}' has seeds {suite.seeds}; --seeds {seeds} asks for others.")
         if dry_run:
-            for cell in suite.cells():
-                if chosen is None or cell.seed in chosen:
-                    state, why = cell_state(cell, runs, results, allow_dirty)
-                    out.print(f"# {cell.key}: {state} ({why})")
-                    out.print(cell.command(runs), soft_wrap=True)
+            _dry_run(suite, chosen, runs, results, allow_dirty, launch, mfu, peak_tflops)
             return
         report = run_grid(suite, runs_root=runs, results_root=results, jobs=jobs, threads=threads, seeds=chosen,
-                          console=out, allow_dirty=allow_dirty)
+                          console=out, allow_dirty=allow_dirty, launch=launch)
         written = len(report.recorded) + len(report.done) + len(report.reused)
         out.print(f"{len(report.done)} trained, {written} records written to {results}; "
                   f"next: flowzoo leaderboard build")
@@ -288,6 +294,34 @@ def _suite_command(name: str):
             raise typer.Exit(1)
 
     return run_suite
+
+
+def _dry_run(suite, seeds, runs: Path, results: Path, allow_dirty: bool, launch, mfu: float, peak_tflops: float) -> None:
+    """Each cell's state and command, and (for GPU suites, run under torchrun) its GPU-hour estimate."""
+    from flowzoo.bench.estimate import cell_estimate
+    from flowzoo.bench.runner import cell_state
+
+    total, assumed = 0.0, False
+    for cell in suite.cells():
+        if seeds is not None and cell.seed not in seeds:
+            continue
+        state, why = cell_state(cell, runs, results, allow_dirty)
+        line = f"# {cell.key}: {state} ({why})"
+        if launch.torchrun:
+            try:
+                est = cell_estimate(cell.resolved_config(runs), peak_tflops=peak_tflops, mfu=mfu)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            total += est["gpu_hours"]
+            assumed |= est["shape_from"] == "assumed"
+            line += (f"; est. {est['gpu_hours']:,.0f} GPU-hours ({est['gpu_hours'] / launch.world_size:,.1f} h on "
+                     f"{launch.world_size} GPUs; {est['train_flops']:.2e} train + {est['sample_flops']:.2e} sampling FLOPs)")
+        out.print(line, soft_wrap=True)
+        out.print(cell.command(runs, launch), soft_wrap=True)
+    if launch.torchrun:
+        note = "; data shape assumed (no cache given)" if assumed else ""
+        out.print(f"# total: est. {total:,.0f} GPU-hours at {mfu:.0%} MFU of {peak_tflops:g} bf16 TFLOP/s "
+                  f"(--mfu, --peak-tflops; decoders (VAE) and feature networks (Inception, I3D) not counted{note}).", soft_wrap=True)
 
 
 bench_app = typer.Typer(cls=BenchGroup, no_args_is_help=True,

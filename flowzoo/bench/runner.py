@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flowzoo.bench.launch import Launch
 from flowzoo.bench.suite import Cell, Suite
 from flowzoo.config import config_hash
 from flowzoo.leaderboard.from_run import record_from_run
@@ -109,27 +109,31 @@ def reusable_record(cell: Cell, results_root: Path, expected_hash: str) -> Path 
     return None
 
 
-def write_reused_record(cell: Cell, source: Path, runs_root: Path, results_root: Path) -> Path:
+def write_reused_record(cell: Cell, source: Path, runs_root: Path, results_root: Path, launch: Launch | None = None) -> Path:
     """The source record under this cell's name, saying where it came from (never a new measurement)."""
     record = read_record(source)
-    record.update(benchmark=cell.suite.name, method=cell.method.name, command=cell.command(runs_root),
+    record.update(benchmark=cell.suite.name, method=cell.method.name, command=cell.command(runs_root, launch),
                   reused_from=str(Path(source).relative_to(results_root)))
     return write_record(record_path(cell, results_root), record)
 
 
-def write_cell_record(cell: Cell, runs_root: Path, results_root: Path) -> Path:
+def write_cell_record(cell: Cell, runs_root: Path, results_root: Path, launch: Launch | None = None) -> Path:
     path = record_path(cell, results_root)
     if path.exists():  # an invalid or dirty record is kept beside the new one, never deleted
         path.replace(path.with_suffix(f".invalid-{int(time.time())}"))
     record = record_from_run(cell.run_dir(runs_root), benchmark=cell.suite.name, method=cell.method.name,
-                             command=cell.command(runs_root))
+                             command=cell.command(runs_root, launch))
     return write_record(path, record)
 
 
 def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path = DEFAULT_RESULTS, jobs: int = 1,
              threads: int | None = None, seeds: list[int] | None = None, console: Console | None = None,
-             allow_dirty: bool = False) -> GridReport:
+             allow_dirty: bool = False, launch: Launch | None = None) -> GridReport:
+    """``launch``: torchrun (bench/launch.py); on a node other than 0 cells train but write no records."""
     console = console or Console()
+    launch = launch or Launch()
+    if not launch.writes_records:
+        console.print(f"node {launch.node_rank} of {launch.nnodes}: training the cells with node 0, which writes the records.")
     cells = [c for c in suite.cells() if seeds is None or c.seed in seeds]
     report = GridReport()
     todo: list[Cell] = []
@@ -140,10 +144,12 @@ def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path
         elif state == "stale":
             report.stale.append(why)
         elif state == "record":
-            write_cell_record(cell, runs_root, results_root)
+            if launch.writes_records:
+                write_cell_record(cell, runs_root, results_root, launch)
             report.recorded.append(cell.key)
         elif state == "reuse":
-            write_reused_record(cell, Path(why), runs_root, results_root)
+            if launch.writes_records:
+                write_reused_record(cell, Path(why), runs_root, results_root, launch)
             report.reused.append(cell.key)
         else:
             todo.append(cell)
@@ -165,7 +171,7 @@ def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path
                     cell = queue.pop(0)
                     log = log_path(cell, runs_root)
                     log.parent.mkdir(parents=True, exist_ok=True)
-                    cmd = [sys.executable, "-m", "flowzoo.cli", "run", *cell.run_args(runs_root)]
+                    cmd = launch.argv(cell.run_args(runs_root))
                     with open(log, "ab") as handle:
                         running.append((cell, subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env),
                                         time.monotonic()))
@@ -183,7 +189,8 @@ def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path
                         progress.console.print(f"[red]failed[/red] {cell.key} (see {log})")
                         continue
                     try:
-                        write_cell_record(cell, runs_root, results_root)
+                        if launch.writes_records:
+                            write_cell_record(cell, runs_root, results_root, launch)
                     except RecordError as exc:
                         report.failed.append(f"{cell.key}: {exc}")
                         continue

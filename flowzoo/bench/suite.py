@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITES_DIR = REPO_ROOT / "benchmarks" / "suites"
 SUITE_KEYS = {"description", "data", "seeds", "nfe", "methods", "budget", "set", "rank_by", "compare_at", "notes",
               "reference_method", "collapse"}
-METHOD_KEYS = {"name", "objective", "schedule", "set", "sampler"}
+METHOD_KEYS = {"name", "objective", "schedule", "set", "sampler", "config"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Method:
     schedule: str | None = None
     sets: tuple[tuple[str, Any], ...] = ()  # (dotted key, value): --set key=value
     sampler: str | None = None  # None: the objective's own sampler
+    config: str | None = None  # an experiment file (e.g. configs/experiment/alphaflow-B2.yaml, relative to the repository): --config
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,17 @@ class Cell:
 
         return self.method.sampler or getattr(OBJECTIVES.get(self.method.objective), "default_sampler", "meanflow")
 
-    def run_args(self, runs_root: Path) -> list[str]:
-        """The `flowzoo run` arguments of this cell (its record stores them as the command to re-run)."""
-        args = ["--objective", self.method.objective]
+    def config_file(self, shown: bool = False) -> str | None:
+        """The method's experiment file: as written in the suite (shown in commands), or its absolute path."""
+        if self.method.config is None:
+            return None
+        return self.method.config if shown else str(REPO_ROOT / self.method.config)
+
+    def run_args(self, runs_root: Path, shown: bool = False) -> list[str]:
+        """The `flowzoo run` arguments of this cell (its record stores them as the command to re-run;
+        ``shown``: the experiment file as the suite names it, relative to the repository root)."""
+        args = ["--config", self.config_file(shown)] if self.method.config else []
+        args += ["--objective", self.method.objective]
         if self.method.schedule:
             args += ["--schedule", self.method.schedule]
         args += ["--data", self.data, "--seed", str(self.seed), "--out", str(self.run_dir(runs_root)), "--quiet"]
@@ -108,8 +117,11 @@ class Cell:
             args += ["--set", f"{key}={_yaml_inline(value)}"]
         return args
 
-    def command(self, runs_root: Path) -> str:
-        return shlex.join(["flowzoo", "run", *self.run_args(runs_root)])
+    def command(self, runs_root: Path, launch=None) -> str:
+        """The command that trains this cell, as a user types it (``launch``: torchrun, see bench/launch.py)."""
+        if launch is None:
+            return shlex.join(["flowzoo", "run", *self.run_args(runs_root, shown=True)])
+        return launch.shown(self.run_args(runs_root, shown=True))
 
     def resolved_config(self, runs_root: Path) -> dict[str, Any]:
         """The config `flowzoo run` will train with (its hash decides whether a result is still valid)."""
@@ -119,7 +131,7 @@ class Cell:
         sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
         parse_set(sets)  # one clear sentence for a malformed value before anything runs
         return resolve(objective=self.method.objective, schedule=self.method.schedule, backbone=None, data=self.data,
-                       config_file=None, sets=sets,
+                       config_file=self.config_file(), sets=sets,
                        flags={"seed": self.seed, "out": str(self.run_dir(runs_root))})
 
 
@@ -137,6 +149,20 @@ def with_overrides(suite: Suite, *, data: str | None = None, sets: list[str] = (
         key, _, raw = item.partition("=")
         extra[key.strip()] = yaml_io.load(raw)
     return replace(suite, sets={**suite.sets, **extra})
+
+
+def only_methods(suite: Suite, names: str | None) -> Suite:
+    """The suite restricted to the comma-separated methods ``names`` (None: all of them)."""
+    from dataclasses import replace
+
+    if not names:
+        return suite
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = [m.name for m in suite.methods]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ConfigError(f"suite '{suite.name}' has no method {unknown[0]!r}; its methods are {', '.join(known)}.")
+    return replace(suite, methods=[m for m in suite.methods if m.name in wanted])
 
 
 def _yaml_inline(value: Any) -> str:
@@ -174,7 +200,11 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
         if bad:
             raise ConfigError(f"{where}: methods[{i}] has unknown key(s) {', '.join(sorted(bad))}; valid: {', '.join(sorted(METHOD_KEYS))}.")
         sets = tuple(_mapping(m.get("set"), f"{where}: methods[{i}].set").items())
-        methods.append(Method(str(m["name"]), str(m["objective"]), m.get("schedule"), sets, m.get("sampler")))
+        config = m.get("config")
+        if config is not None and not (REPO_ROOT / str(config)).is_file():
+            raise ConfigError(f"{where}: methods[{i}].config names {config}, which is not a file of the repository.")
+        methods.append(Method(str(m["name"]), str(m["objective"]), m.get("schedule"), sets, m.get("sampler"),
+                              None if config is None else str(config)))
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: method names must be unique (got {', '.join(names)}).")

@@ -55,7 +55,8 @@ def sections(loaded: LoadedRecords, reported: list[ReportedSection]) -> list[Sec
         section = by_name.setdefault(group.benchmark, Section(group.benchmark))
         section.groups.append(group)
     for rep in reported:
-        by_name.setdefault(rep.benchmark, Section(rep.benchmark)).reported.append(rep)
+        for benchmark in rep.benchmarks or (rep.benchmark,):
+            by_name.setdefault(benchmark, Section(benchmark)).reported.append(rep)
     for name, section in by_name.items():
         suite = suites.get(name) or suite_info(name)
         if suite:

@@ -90,8 +90,17 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
         "schedules": training_schedules(run_dir / "metrics.jsonl"),
     }
     record["compute"].update(_training_compute(config, run_dir))
+    record["compute"]["gpu_hours"] = gpu_hours(record["compute"])
     validate_record(record)
     return record
+
+
+def gpu_hours(compute: dict[str, Any]) -> float | None:
+    """Measured GPU-hours of the training: its wall time x the processes (one GPU each); None on a CPU."""
+    device, wall = str(compute.get("device") or ""), compute.get("wall_time_s")
+    if not device or device.startswith("cpu") or wall is None:
+        return None
+    return round(float(wall) * int(compute.get("world_size") or 1) / 3600, 4)
 
 
 def _training_compute(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class ReportedSection:
     metric: str
     columns: dict[str, str]
     rows: list[dict[str, Any]]
+    benchmarks: tuple[str, ...] = ()  # every suite the rows are shown beside (benchmark: a name or a list)
 
 
 def repository_paths(source: str) -> list[str]:
@@ -79,6 +80,9 @@ def load_reported(path: Path | None = None, root: Path = REPO_ROOT) -> list[Repo
                               f"{', '.join(sorted(SECTION_KEYS))}.")
         for i, row in enumerate(spec["rows"]):
             _check_row(path, key, i, row, dict(spec["columns"]), root)
-        sections.append(ReportedSection(key, str(spec["benchmark"]), str(spec.get("title", key)), str(spec["metric"]),
-                                        dict(spec["columns"]), list(spec["rows"])))
+        benchmarks = spec["benchmark"] if isinstance(spec["benchmark"], list) else [spec["benchmark"]]
+        if not benchmarks or not all(isinstance(b, str) and b for b in benchmarks):
+            raise ConfigError(f"{path}: section '{key}' benchmark must be a suite name or a list of them.")
+        sections.append(ReportedSection(key, benchmarks[0], str(spec.get("title", key)), str(spec["metric"]),
+                                        dict(spec["columns"]), list(spec["rows"]), tuple(benchmarks)))
     return sections

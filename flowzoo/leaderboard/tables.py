@@ -97,6 +97,8 @@ def ranking_table(group: Group) -> Table:
     headers = ["method", "sampler", "seeds"] + [f"{metric} @ {n} NFE, mean [95% CI]" for n in nfes]
     headers += [f"median @ {nfes[0]} NFE", f"{metric} @ {nfes[0]} NFE per seed"] + ([collapse] if collapse else [])
     headers += ["steps", "images seen", "passes/step (fwd / jvp / bwd)", "train FLOPs (est.)", "train wall time (s)"]
+    on_gpu = any(r["compute"].get("gpu_hours") is not None for row in group.rows for r in row.records)
+    headers += ["GPU-hours (train wall x GPUs)"] if on_gpu else []
     rows, bold = [], set()
     for i, row in enumerate(group.rows):
         cells = [method_label(row), row.sampler, seeds_cell(row)]
@@ -113,6 +115,8 @@ def ranking_table(group: Group) -> Table:
         steps, images = row.compute("steps"), row.compute("images_seen")
         cells += [f"{mean_std(steps)[0]:,.0f}" if steps else "–", f"{mean_std(images)[0]:,.0f}" if images else "–",
                   passes_cell(row), flops_cell(row), mean_pm_std(row.compute("wall_time_s"))]
+        if on_gpu:
+            cells.append(mean_pm_std(row.compute("gpu_hours")))
         rows.append(cells)
     return Table(headers, rows, bold)
 
