@@ -3,6 +3,8 @@
 Sampler contract (one signature for all, as in k-diffusion):
     fn(model, noise, times, cond=None, guidance=1.0, generator=None) -> x
 ``model(z, t, h, y)`` is a backbone returning the average velocity u(z, r, t) with h = t - r.
+A sampler that draws noise along the way takes it from ``fresh_noise(like, generator)``: evaluation passes
+a per-sample ``SampleNoise`` there (flowzoo.samplers.noise), so its samples depend only on (seed, index).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from flowzoo.samplers.noise import SampleNoise
 
 
 def as_times(times: Sequence[float] | Tensor) -> list[float]:
@@ -47,6 +51,9 @@ def guided_velocity(
     return u_null + guidance * (u_cond - u_null)
 
 
-def fresh_noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """e ~ N(0, I) shaped like ``like``, drawn from ``generator`` when given (deterministic per seed)."""
+def fresh_noise(like: Tensor, generator: "torch.Generator | SampleNoise | None") -> Tensor:
+    """e ~ N(0, I) shaped like ``like``: each sample's own next draw when ``generator`` is a SampleNoise (what
+    evaluation passes, so samples do not depend on the batch), else drawn from the torch generator."""
+    if isinstance(generator, SampleNoise):
+        return generator.next_like(like)
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
