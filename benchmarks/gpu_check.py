@@ -15,6 +15,12 @@ Sections (each also in the JSON record, runs/gpu_check/record.json):
                steady-state step time, images/s, compile overhead, peak memory, final loss finite.
   4. max batch the largest DiT-XL/2 batch whose bf16 training step (forward with target, backward, Adam)
                fits, for flow matching and MeanFlow (the JVP target is the memory-hungry one).
+  5. accumulate  2 fp32 MeanFlow steps of DiT-B/2 at batch 64 through flowzoo's training loop, in one round
+               and in 4 rounds of 16 (train.batch_per_device): the largest relative parameter difference
+               (issue 27: one accumulated step equals one full-batch step, to round-off) and both step times.
+  6. shard     samples on the device present at two batch sizes and as two halves of the indices (what two
+               ranks of `flowzoo eval` under torchrun draw): the largest difference from one batch.
+  7. tf32      an fp32 flow-matching step with train.tf32 off (the default) and on: the speed TF32 buys.
 
 Nothing downloads; the latents are random. The record says which device produced it.
 """
@@ -207,15 +213,89 @@ def section_max_batch(cfg: dict, device: torch.device) -> list[dict]:
     return [largest_batch(preset, cfg, device) for preset in ("flow_matching", "meanflow")]
 
 
+# ------------------------------------------------------------------------------------------------ 5
+def section_accumulate(cfg: dict, device: torch.device) -> dict:
+    from flowzoo.train import TrainOptions, train
+
+    shape = (cfg["in_channels"], cfg["input_size"], cfg["input_size"])
+    data = RandomLatents(4 * cfg["train_batch"], shape, cfg["num_classes"])
+    finals, times = {}, {}
+    for rounds in (1, 4):
+        net = perturbed_backbone(cfg["backbone"], cfg, device)
+        with tempfile.TemporaryDirectory() as out:
+            options = TrainOptions(out_dir=out, steps=2, batch_size=cfg["train_batch"], warmup_steps=0, precision="fp32",
+                                   device=str(device), quiet=True, checkpoint_every=2, sample_every=2, log_every=1,
+                                   batch_per_device=None if rounds == 1 else cfg["train_batch"] // rounds)
+            start = time.perf_counter()
+            train(options, net, create_objective("meanflow", net, total_steps=2), data)
+            _sync(device)
+            times[rounds] = (time.perf_counter() - start) / 2
+        finals[rounds] = torch.cat([p.detach().flatten().float() for p in net.parameters()])
+    diff = float((finals[4] - finals[1]).abs().max() / finals[1].abs().max().clamp_min(1e-12))
+    return {"rounds": 4, "batch": cfg["train_batch"], "max_relative_parameter_difference": diff,
+            "step_s_one_round": times[1], "step_s_four_rounds": times[4]}
+
+
+# ------------------------------------------------------------------------------------------------ 6
+def section_shard(cfg: dict, device: torch.device) -> dict:
+    from flowzoo.pipeline.evaluate import generate
+
+    class Latents:
+        sample_shape, num_classes = (cfg["in_channels"], cfg["input_size"], cfg["input_size"]), cfg["num_classes"]
+
+    net = perturbed_backbone(cfg["backbone"], cfg, device).eval()
+    n = 256 if device.type == "cuda" else 16
+    out = {}
+    for sampler in ("meanflow", "consistency"):
+        whole, _ = generate(net, Latents, sampler, 2, n, seed=0, batch_size=n)
+        small, _ = generate(net, Latents, sampler, 2, n, seed=0, batch_size=n // 8)
+        halves = torch.cat([generate(net, Latents, sampler, 2, n, seed=0, indices=list(range(a, b)))[0]
+                            for a, b in ((0, n // 2), (n // 2, n))])
+        out[sampler] = {"max_abs_diff_batch": float((whole - small).abs().max()),
+                        "max_abs_diff_halves": float((whole - halves).abs().max()), "samples": n}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ 7
+def section_tf32(cfg: dict, device: torch.device) -> dict:
+    from flowzoo.precision import set_tf32
+
+    shape = (cfg["in_channels"], cfg["input_size"], cfg["input_size"])
+    net = perturbed_backbone(cfg["backbone"], cfg, device)
+    objective = create_objective("flow_matching", net, total_steps=10)
+    x = torch.randn(cfg["perf_batch"], *shape, device=device)
+    y = torch.randint(0, cfg["num_classes"], (cfg["perf_batch"],), device=device)
+    out = {}
+    for tf32 in (False, True, False, True):  # interleaved: the second pass of each is timed
+        set_tf32(tf32)
+        times = []
+        for _ in range(5):
+            _sync(device)
+            start = time.perf_counter()
+            loss, _ = objective(x, y, 0, torch.Generator(device).manual_seed(0))
+            loss.backward()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        out["on" if tf32 else "off"] = 1e3 * sorted(times)[len(times) // 2]
+    set_tf32(False)
+    return {"fp32_fm_step_ms_tf32_off": out["off"], "fp32_fm_step_ms_tf32_on": out["on"],
+            "speedup": out["off"] / out["on"]}
+
+
 # ------------------------------------------------------------------------------------------------ table
 def cfg_steps(record: dict) -> int:
     return record["config"]["train_steps"]
 
 
 def summary_lines(record: dict) -> list[str]:
+    rows = [("device", record["device"], "", "")]
+    for name in ("perf", "parity", "train", "max_batch"):
+        if isinstance(record[name], dict) and "error" in record[name]:
+            rows.append((f"{name} section", "failed: " + record[name]["error"][:70], "", ""))
+            record[name] = {"perf": {"cases": [], "summary": {}, "targets": {}, "utilisation": None},
+                            "parity": {"status": "failed", "output": ""}, "train": [], "max_batch": []}[name]
     perf = record["perf"]
     s, targets, u = perf["summary"], perf["targets"], perf["utilisation"]
-    rows = [("device", record["device"], "", "")]
     for c in perf["cases"]:
         value = "failed: " + c["error"][:70] if c["error"] else (
             f"x{c['ratio_to_flow_matching']:.2f} FM, {c['median_ms']:.1f} ms, {c['images_per_s']:.0f} img/s, "
@@ -232,8 +312,9 @@ def summary_lines(record: dict) -> list[str]:
         rows.append(("official-style / best MeanFlow", f"{1 / s['best_meanflow_vs_official']:.2f}x",
                      f">= {goal}x" if goal else "", "" if goal is None else
                      ("yes" if s.get("official_speedup_meets_target") else "NO")))
-    mfu = "-" if u["mfu"] is None else f"{100 * u['mfu']:.1f}% of {u['peak_bf16_tflops']:.0f} TFLOP/s"
-    rows.append(("FM step model-FLOPs utilisation", f"{u['achieved_tflops']:.1f} TFLOP/s", mfu, ""))
+    if u is not None:
+        mfu = "-" if u["mfu"] is None else f"{100 * u['mfu']:.1f}% of {u['peak_bf16_tflops']:.0f} TFLOP/s"
+        rows.append(("FM step model-FLOPs utilisation", f"{u['achieved_tflops']:.1f} TFLOP/s", mfu, ""))
     parity = record["parity"]
     rows.append(("fused vs math JVP attention", parity["status"], "", ""))
     for r in record["train"]:
@@ -248,6 +329,21 @@ def summary_lines(record: dict) -> list[str]:
         mem = "" if m["peak_memory_gb"] is None else f" ({m['peak_memory_gb']:.1f} GiB)"
         rows.append((f"largest {m['backbone']} batch, {m['preset']}", f"{m['largest_batch']}{mem}"
                      + (" (cap reached)" if m["capped"] else ""), "", ""))
+    acc = record.get("accumulate", {})
+    if "error" in acc:
+        rows.append(("accumulation: 4 rounds vs 1", "failed: " + acc["error"][:70], "", ""))
+    elif acc:
+        rows.append(("accumulation: 4 rounds vs 1, 2 MeanFlow steps fp32", f"max rel param diff {acc['max_relative_parameter_difference']:.1e}; "
+                     f"{1e3 * acc['step_s_one_round']:.0f} vs {1e3 * acc['step_s_four_rounds']:.0f} ms/step",
+                     "<= 1e-4", "yes" if acc["max_relative_parameter_difference"] <= 1e-4 else "NO"))
+    for sampler, sh in ({} if "error" in record.get("shard", {}) else record.get("shard", {})).items():
+        worst = max(sh["max_abs_diff_batch"], sh["max_abs_diff_halves"])
+        rows.append((f"samples by index ({sampler}, 2 NFE): batch / halves vs one batch", f"max |diff| {worst:.1e}",
+                     "<= 1e-3", "yes" if worst <= 1e-3 else "NO"))
+    tf = record.get("tf32", {})
+    if tf and "error" not in tf:
+        rows.append(("fp32 FM step, train.tf32 off vs on", f"{tf['fp32_fm_step_ms_tf32_off']:.1f} vs "
+                     f"{tf['fp32_fm_step_ms_tf32_on']:.1f} ms (x{tf['speedup']:.2f})", "", ""))
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     head = ("check", "value", "target", "met")
     width = [max(w, len(h)) for w, h in zip(width, head)]
@@ -271,10 +367,15 @@ def main() -> int:
     record = {"schema": "flowzoo.gpu_check/1", "device": device_description(device), "torch": torch.__version__,
               "smoke": args.smoke, "config": cfg, "seconds": {}}
     for name, run in (("perf", lambda: section_perf(cfg)), ("parity", section_parity),
-                      ("train", lambda: section_train(cfg, device)), ("max_batch", lambda: section_max_batch(cfg, device))):
+                      ("train", lambda: section_train(cfg, device)), ("max_batch", lambda: section_max_batch(cfg, device)),
+                      ("accumulate", lambda: section_accumulate(cfg, device)), ("shard", lambda: section_shard(cfg, device)),
+                      ("tf32", lambda: section_tf32(cfg, device))):
         start = time.perf_counter()
         print(f"gpu_check: {name} ...", file=sys.stderr, flush=True)
-        record[name] = run()
+        try:
+            record[name] = run()
+        except Exception as exc:  # one failed section is a result to report; the others still run
+            record[name] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
         record["seconds"][name] = round(time.perf_counter() - start, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

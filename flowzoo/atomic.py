@@ -1,8 +1,12 @@
 """Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never a torn one.
 
 The protocol: write a temp file in the same folder, flush and fsync it, ``os.replace`` it over the
-destination, fsync the folder. Temp files of a killed writer start with "." and contain ".tmp-".
-Checkpoints, configs and result records all go through ``atomic_write``.
+destination, fsync the folder. Temp files of a killed writer start with "." and contain ".tmp-<pid>";
+``remove_stale_temps`` clears those of writers that are gone. Checkpoints, configs, result records,
+samples, figures and leaderboard pages all go through ``atomic_write``.
+
+An OSError from a write names the destination (not the temp file) and carries ``atomic = True``: the
+file that was there before is unchanged, which the CLI may then say.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from flowzoo import fault_hook
 
@@ -54,11 +58,50 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename in (None, str(tmp)):  # e.g. a full disk on f.write names no file: name the destination
+            exc = OSError(exc.errno, exc.strerror or str(exc), str(path))
+        exc.atomic = True  # what was at `path` before is unchanged
+        raise exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: a process of another user holds that pid
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[Path]:
+    """Delete the temp files a killed writer left in ``folder`` (its pid no longer runs); return them.
+
+    ``names``: only the temp files of these destinations (in a folder flowzoo shares with the user's files)."""
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    wanted = None if names is None else {f".{name}" for name in names}
+    for candidate in folder.glob(".*.tmp-*"):
+        head, _, pid = candidate.name.rpartition(".tmp-")
+        if wanted is not None and head not in wanted:
+            continue
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)) or not candidate.is_file():
+            continue
+        try:
+            candidate.unlink()
+        except OSError:
+            continue  # e.g. a read-only folder: a leftover is untidy, not a reason to fail
+        removed.append(candidate)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

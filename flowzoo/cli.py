@@ -25,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, soft_wrap=True)  # one sentence stays one line
+err = Console(stderr=True, soft_wrap=True, emoji=False)  # one sentence stays one line; ":x:" is not an emoji
 out = Console()
 
 
@@ -85,6 +85,25 @@ def run(
     except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130; say how to resume
         err.print(f"interrupted: {exc}" if str(exc) else RESUME_HINT)
         raise typer.Exit(130) from None
+    except (MemoryError, RuntimeError) as exc:
+        why = out_of_memory(exc)
+        if why is None:
+            raise
+        raise UserError(f"out of memory at train.batch_size={cfg.get('train', {}).get('batch_size')} ({why}); lower "
+                        f"--batch-size (or train.batch_size) and run the same command again.") from None
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """What ran out, for an allocation failure (MemoryError, torch's CPU allocator, CUDA OOM); else None."""
+    import re
+
+    text = str(exc)
+    if isinstance(exc, MemoryError):
+        return "the allocation failed"
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text.lower():  # CUDA's says what it tried
+        return (text.splitlines() or ["out of memory"])[0][:160]
+    tried = re.search(r"can't allocate memory: you tried to allocate (\d+) bytes", text)
+    return f"could not allocate {int(tried.group(1)):,} bytes" if tried else None
 
 
 @app.command("list")
@@ -107,6 +126,17 @@ def list_(kind: Optional[str] = typer.Argument(None, help="Only this kind: " + "
             err.print(f"[yellow]plugin '{name}' failed to import: {why}[/yellow]")
 
 
+def check_sampling(num_samples: int | None, nfe: int, seed: int) -> None:
+    """`sample` and `eval`: --num-samples and --nfe at least 1, --seed a seed (one sentence each)."""
+    from flowzoo.config import check_seed
+
+    if num_samples is not None and num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1, not {num_samples}.")
+    if nfe < 1:
+        raise UserError(f"--nfe must be at least 1, not {nfe}.")
+    check_seed(seed, "--seed")
+
+
 @app.command()
 def sample(
     checkpoint: Path = typer.Option(..., help="A checkpoint (.pt) written by flowzoo run (checkpoints/latest.pt)."),
@@ -116,16 +146,20 @@ def sample(
     guidance: float = typer.Option(1.0, help="Test-time classifier-free guidance scale (1 = none; CFG-trained models need none)."),
     seed: int = typer.Option(0, help="Seed of the noise."),
     ema: int = typer.Option(0, help="Which EMA to sample from (index into train.ema_halflives); -1 for the raw weights."),
-    out_path: Optional[Path] = typer.Option(None, "--out", help="Output stem; writes STEM.png and STEM.npz. Default: next to the run's samples/."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Output stem, taken as given: model.v1 writes model.v1.png and model.v1.npz. Default: RUN/samples/ of the checkpoint's run."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """Sample a trained model: a PNG grid (or scatter for 2-D toys) and an .npz with samples and labels."""
     apply_threads(threads)
+    check_sampling(num_samples, nfe, seed)
     from flowzoo.pipeline.sample import sample_checkpoint
+    from flowzoo.train.distributed import session
 
-    png, npz = sample_checkpoint(checkpoint, nfe=nfe, sampler=sampler, num_samples=num_samples, guidance=guidance,
-                                 seed=seed, ema_index=ema, out_stem=out_path)
-    out.print(f"wrote {png} and {npz}")
+    with session() as env:  # under torchrun: the samples split over the ranks, rank 0 writes them
+        written = sample_checkpoint(checkpoint, nfe=nfe, sampler=sampler, num_samples=num_samples, guidance=guidance,
+                                    seed=seed, ema_index=ema, out_stem=out_path, env=env)
+    if written is not None:
+        out.print(f"wrote {written[0]} and {written[1]}")
 
 
 @app.command("eval")
@@ -140,9 +174,14 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint with every metric that supports its data; prints a table and writes JSON beside it."""
     apply_threads(threads)
+    for n in nfe:
+        check_sampling(num_samples, n, seed)
     from flowzoo.pipeline.sample import evaluate_checkpoint
+    from flowzoo.train.distributed import session
 
-    evaluate_checkpoint(checkpoint, nfes=nfe, sampler=sampler, num_samples=num_samples, seed=seed, ema_index=ema, console=out)
+    with session() as env:  # under torchrun: the samples split over the ranks, rank 0 computes and writes
+        evaluate_checkpoint(checkpoint, nfes=nfe, sampler=sampler, num_samples=num_samples, seed=seed, ema_index=ema,
+                            console=out if env.is_main else None, env=env)
 
 
 prepare_app = typer.Typer(help="Build what runs need once: the digits feature classifier, ImageNet and Kinetics-700 latent caches, FID reference statistics.", no_args_is_help=True)
@@ -240,9 +279,12 @@ class BenchGroup(TyperGroup):
         command = super().get_command(ctx, name)
         if command is not None:
             return command
+        from flowzoo.bench.suites import SKIPPED
         from flowzoo.registry import BENCHMARKS
 
         if name not in BENCHMARKS:
+            if name in SKIPPED:  # its file is broken: say why rather than "no such command"
+                raise UserError(SKIPPED[name])
             return None
         suite_app = typer.Typer()
         suite_app.command(name, help=f"Run the '{name}' suite: " + (getattr(BENCHMARKS.get(name), "__doc__", "") or ""))(
@@ -267,13 +309,15 @@ def _suite_command(name: str):
         node_rank: int = typer.Option(0, "--node-rank", help="This node's rank (0 writes the records)."),
         master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Address of node 0 (with --nnodes above 1)."),
         master_port: int = typer.Option(29500, "--master-port", help="Port on node 0 for torchrun's rendezvous."),
-        mfu: float = typer.Option(0.35, help="--dry-run: model-FLOPs utilisation assumed for the GPU-hour estimate."),
-        peak_tflops: float = typer.Option(989.4, "--peak-tflops", help="--dry-run: the GPU's dense bf16 peak (H100 SXM: 989.4)."),
+        mfu: Optional[float] = typer.Option(None, help="--dry-run: model-FLOPs utilisation assumed for the GPU-hour estimate (default 0.35)."),
+        peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="--dry-run: the GPU's dense bf16 peak (default: H100 SXM, 989.4)."),
     ) -> None:
         from flowzoo.bench.launch import Launch
         from flowzoo.bench.runner import cell_state, run_grid
         from flowzoo.bench.suite import get_suite, only_methods, with_overrides
 
+        if jobs < 1:
+            raise UserError(f"--jobs must be at least 1 (cells trained at once), not {jobs}.")
         launch = Launch(nproc_per_node, nnodes, node_rank, master_addr, master_port)
         suite = only_methods(with_overrides(get_suite(name), data=data, sets=set_ or []), methods)
         try:
@@ -296,17 +340,32 @@ def _suite_command(name: str):
     return run_suite
 
 
-def _dry_run(suite, seeds, runs: Path, results: Path, allow_dirty: bool, launch, mfu: float, peak_tflops: float) -> None:
+def _dry_run(suite, seeds, runs: Path, results: Path, allow_dirty: bool, launch, mfu: float | None,
+             peak_tflops: float | None) -> None:
     """Each cell's state and command, and (for GPU suites, run under torchrun) its GPU-hour estimate."""
-    from flowzoo.bench.estimate import cell_estimate
+    from flowzoo.bench.estimate import DEFAULT_MFU, DEFAULT_PEAK_TFLOPS, cell_estimate
     from flowzoo.bench.runner import cell_state
+    from flowzoo.bench.suite import Cell
 
+    mfu = DEFAULT_MFU if mfu is None else mfu
+    peak_tflops = DEFAULT_PEAK_TFLOPS if peak_tflops is None else peak_tflops
     total, assumed = 0.0, False
+    if suite.compare_at == "flops":  # each method's steps at the reference's estimated training FLOPs
+        for data in suite.data:
+            budgets = [(m.name, Cell(suite, m, data, suite.seeds[0]).budget()) for m in suite.methods]
+            first = budgets[0][1]
+            out.print(f"# {data}: equal estimated training FLOPs, those of {first['reference']} at "
+                      f"{first['reference_steps']:,} steps of batch {first['reference_batch_size']} "
+                      f"({first['reference_train_flops']:.4g} FLOPs): "
+                      + ", ".join(f"{name} {b['steps']:,} steps ({b['flops_per_sample_step']:.4g} FLOPs per sample-step)"
+                                  for name, b in budgets), soft_wrap=True)
     for cell in suite.cells():
         if seeds is not None and cell.seed not in seeds:
             continue
         state, why = cell_state(cell, runs, results, allow_dirty)
         line = f"# {cell.key}: {state} ({why})"
+        if suite.compare_at == "flops":
+            line += f"; {cell.budget()['steps']:,} steps (equal FLOPs)"
         if launch.torchrun:
             try:
                 est = cell_estimate(cell.resolved_config(runs), peak_tflops=peak_tflops, mfu=mfu)
@@ -357,8 +416,10 @@ def leaderboard_build(
     if not results.is_dir():
         raise UserError(f"no results folder at {results}; run a suite first (e.g. flowzoo bench toy) or pass --results.")
     loaded, written = build_leaderboard(results, out_dir, reported, allow_dirty=allow_dirty)
-    for line in loaded.problems():
-        err.print(f"[yellow]{line}[/yellow]")
+    from rich.markup import escape
+
+    for line in loaded.problems():  # escaped: a record's text is not markup
+        err.print(f"[yellow]{escape(line)}[/yellow]")
     out.print(f"{len(loaded.records)} records ({len(loaded.invalid)} invalid, {len(loaded.duplicates)} duplicates, "
               f"{len(loaded.dirty)} from dirty trees left out); "
               f"wrote {out_dir / 'README.md'}, {out_dir / 'index.html'} and {len(written) - 2} plots")
@@ -402,6 +463,23 @@ def analyze_gradients_command(
     out.print(f"wrote {where / 'gradients.jsonl'} and {where / 'gradients.png'}")
 
 
+# A path the user gave that cannot be what flowzoo needs there: one sentence and exit 2, not a traceback.
+PATH_ERRORS = {
+    errno.EEXIST: "it is a file where a folder is needed",
+    errno.ENOTDIR: "a file stands where a folder is needed on the way there",
+    errno.EISDIR: "it is a folder where a file is needed",
+    errno.ELOOP: "it goes through a symbolic-link loop",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def path_problem(exc: OSError) -> str:
+    path = Path(exc.filename)
+    if path.is_symlink() and not path.exists():  # mkdir says "File exists" for a link that leads nowhere
+        return "it is a symbolic link that leads nowhere (a loop or a missing target)"
+    return PATH_ERRORS[exc.errno]
+
+
 def main() -> None:
     from flowzoo.train import CheckpointError, TrainingDiverged
 
@@ -422,11 +500,15 @@ def main() -> None:
         err.print(f"interrupted: {exc}" if str(exc) else RESUME_HINT)
         sys.exit(130)
     except OSError as exc:
+        if exc.errno in PATH_ERRORS and exc.filename:  # e.g. --out under a file, or a symbolic-link loop
+            err.print(f"[red]error:[/red] cannot use {exc.filename}: {path_problem(exc)}; pass another path.")
+            sys.exit(2)
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
-        # Every file flowzoo writes is written atomically, so what existed before this write is intact.
-        err.print(f"[red]error:[/red] could not write {exc.filename or 'a file'} ({exc.strerror}); files written "
-                  f"before are intact: free space (or fix the permission) and run the same command again.")
+        # flowzoo.atomic marks its errors: only then is the file that was there before known to be unchanged.
+        kept = "the file there before (if any) is unchanged; " if getattr(exc, "atomic", False) else ""
+        err.print(f"[red]error:[/red] could not write {exc.filename or 'a file'} ({exc.strerror}); {kept}"
+                  f"free space (or fix the permission) and run the same command again.")
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

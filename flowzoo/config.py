@@ -50,9 +50,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist.")
     try:
-        data = yaml_io.load(path.read_text()) or {}
+        data = yaml_io.load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid YAML (not UTF-8 text).") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level.")
     return data
@@ -161,7 +163,18 @@ def resolve(
     unknown = sorted(set(cfg) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"unknown config section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}.")
+    check_seed(cfg["seed"], "seed")
     return cfg
+
+
+MAX_SEED = 2**63 - 1  # torch generators take 64 bits; one bit spare for the offsets added to a seed
+
+
+def check_seed(value: Any, where: str = "seed") -> int:
+    """A seed is a whole number in [0, 2**63 - 1]; anything else (abc, 1.5, 2**70) is one sentence naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{where} must be a whole number from 0 to {MAX_SEED} (2**63 - 1), not {value!r}.")
+    return value
 
 
 def latent_cache_data(value: str) -> tuple[str, str | None]:

@@ -22,15 +22,27 @@ ENV = "FLOWZOO_FAULT"
 _seen: dict[str, int] = {}
 
 
+ACTIONS = ("kill", "pause", "enospc")
+
+
+def parse(spec: str) -> tuple[str, int, str]:
+    """(path glob, n, action) of a FLOWZOO_FAULT value; anything else is one sentence (a ValueError)."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or int(parts[1]) < 1 or parts[2] not in ACTIONS:
+        raise ValueError(f"{ENV}={spec!r} is not '<path glob>:<n>:<action>' (n from 1, action one of "
+                         f"{', '.join(ACTIONS)}; e.g. '*.pt:3:kill'); unset {ENV} outside the fault tests.")
+    return parts[0], int(parts[1]), parts[2]
+
+
 def _armed(path: Path) -> str | None:
     spec = os.environ.get(ENV)
     if not spec:
         return None
-    pattern, n, action = spec.rsplit(":", 2)
+    pattern, n, action = parse(spec)
     if not fnmatch.fnmatch(str(path), pattern):
         return None
     _seen[spec] = _seen.get(spec, 0) + 1
-    return action if _seen[spec] == int(n) else None
+    return action if _seen[spec] == n else None
 
 
 def mid_write(path: Path, handle, data: bytes | str | None = None) -> None:

@@ -2,8 +2,9 @@
 
 Built-ins register with a decorator (``@OBJECTIVES.register("meanflow")``). Other installed packages
 register through entry points, one group per kind (``[project.entry-points."flowzoo.objectives"]``),
-loaded lazily on the first lookup or listing. ``"pkg.module:attr"`` works anywhere a name does, as an
-escape hatch for code that is importable but not registered.
+loaded lazily on the first lookup or listing. ``"pkg.module:attr"`` works anywhere a name the user types
+does, as an escape hatch for code that is importable but not registered; a lookup with ``trusted=False``
+(a name read from a run directory, which is data) accepts registered names only and imports nothing.
 
 Errors a user can make (an unknown name, a clashing plugin) raise ``RegistryError`` with one sentence
 that says what to do; the CLI turns it into a clean exit.
@@ -75,6 +76,11 @@ class Registry:
             version = dist.version if dist is not None else None
             try:
                 obj = ep.load()
+            except SystemExit as exc:  # sys.exit() on import would end the command silently, even mid-run
+                raise RegistryError(
+                    f"{self.kind} plugin '{ep.name}' ({ep.value}) from {source} called sys.exit({exc.code!r}) while "
+                    f"being imported; fix or uninstall {source}."
+                ) from None
             except Exception as exc:  # a broken plugin must not break the rest
                 self.failed_plugins[ep.name] = f"{type(exc).__name__}: {exc}"
                 warnings.warn(
@@ -86,10 +92,11 @@ class Registry:
             self.add(ep.name, obj, source=source, version=version)
 
     # -- lookup -------------------------------------------------------------------------------------
-    def get(self, name: str) -> Any:
-        return self.entry(name).obj
+    def get(self, name: str, *, trusted: bool = True) -> Any:
+        return self.entry(name, trusted=trusted).obj
 
-    def entry(self, name: str) -> Entry:
+    def entry(self, name: str, *, trusted: bool = True) -> Entry:
+        """The entry registered as ``name``; ``trusted=False`` refuses import paths (never imports them)."""
         if name in self._entries:
             return self._entries[name]
         load_builtins()
@@ -99,6 +106,12 @@ class Registry:
         if name in self._entries:
             return self._entries[name]
         if ":" in name:
+            if not trusted:
+                raise RegistryError(
+                    f"{self.kind} '{name}' is an import path, and a run directory may name only registered "
+                    f"{self.kind}s (built-ins or installed entry points, see `flowzoo list {self.kind}`), "
+                    f"so no code it names is imported."
+                )
             return Entry(name, _import_attr(name, self.kind), "import path")
         if name in self.failed_plugins:
             raise RegistryError(
@@ -110,10 +123,11 @@ class Registry:
             f"unknown {self.kind} '{name}': {hint}registered: {', '.join(sorted(self._entries))}."
         )
 
-    def build(self, spec: Any, **extra: Any) -> Any:
+    def build(self, spec: Any, *, trusted: bool = True, **extra: Any) -> Any:
         """Call the registered factory named by ``spec``: a name, or a mapping {name: ..., **arguments}.
 
-        ``extra`` are arguments the caller always supplies (e.g. ``total_steps`` for schedules).
+        ``extra`` are arguments the caller always supplies (e.g. ``total_steps`` for schedules);
+        ``trusted=False`` for a spec read from a run directory (registered names only, see ``entry``).
         Arguments the factory does not take are reported in one sentence, before anything runs.
         """
         if isinstance(spec, str):
@@ -121,7 +135,7 @@ class Registry:
         if not isinstance(spec, Mapping) or "name" not in spec:
             raise RegistryError(f"a {self.kind} is given by a name or a mapping with a 'name' key, not {spec!r}.")
         args = {k: v for k, v in spec.items() if k != "name"}
-        factory = self.get(spec["name"])
+        factory = self.get(spec["name"], trusted=trusted)
         try:
             inspect.signature(factory).bind(**args, **extra)
         except TypeError as exc:

@@ -43,5 +43,12 @@ def hold(folder: str | os.PathLike, what: str = "run directory") -> Iterator[Pat
 
 
 def is_main_process() -> bool:
-    """Rank 0 under torchrun (or a plain process): the one process of a run that takes the lock."""
-    return os.environ.get("RANK", "0") == "0"
+    """Rank 0 under torchrun (or a plain process): the one process of a run that takes the lock.
+
+    A RANK left in the environment without a world of several processes (WORLD_SIZE unset or 1) is a
+    plain process: training treats it as rank 0 (train/distributed.py), so it must hold the lock too."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world_size = 1
+    return world_size <= 1 or os.environ.get("RANK", "0").strip() == "0"

@@ -5,7 +5,8 @@ PyYAML implements YAML 1.1, whose float pattern needs a dot and a signed exponen
 ``Loader`` adds a resolver for every number a researcher writes (``1e-4``, ``1e6``, ``-3E+2``,
 ``.5``, ``2.``); ``Dumper`` quotes a string that would now read as a float, so a config written
 by flowzoo reads back equal. Bools, ints, nulls and other strings resolve exactly as before.
-Both stay "safe": no tag constructs a Python object.
+Both stay "safe": no tag constructs a Python object. A key given twice in one mapping is an error
+(PyYAML would keep the last value silently); the callers add the file's name to the message.
 """
 
 from __future__ import annotations
@@ -26,7 +27,24 @@ FIRST_CHARS = list("-+0123456789.")
 
 
 class Loader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-4, 1e6, -3E+2 as floats (YAML 1.2 numbers)."""
+    """SafeLoader that reads 1e-4, 1e6, -3E+2 as floats (YAML 1.2 numbers) and refuses duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` keys may be overridden, as intended
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line "
+                                                                f"{seen[key]}, again on line {line}); keep one",
+                                                                key_node.start_mark)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader's own error names it
+                    continue
+        return super().construct_mapping(node, deep)
 
 
 class Dumper(yaml.SafeDumper):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from flowzoo import atomic, fault_hook, run_lock
@@ -71,3 +72,23 @@ def final_numbers(out: Path) -> tuple[dict, dict]:
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     last = {k: v for k, v in lines[-1].items() if k not in ("steps_per_s", "wall_time")}
     return last, json.loads((out / "result.json").read_text())["results"]
+
+
+# Fixtures shared by the fault files (imported there by name): one finished toy run per module, and a
+# fresh copy of it per test to damage.
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from test_cli import flowzoo
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert flowzoo(*toy_args(out))[0] == 0
+    return out, final_numbers(out)
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished[0], out)
+    return out

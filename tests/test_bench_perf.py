@@ -125,3 +125,59 @@ def test_a_bf16_record_has_its_setting_targets_and_an_fp32_target_case():
     assert "meanflow[target fp32]" in labels  # bf16 steps also time the fp32 target, for the saving
     assert record["targets"]["meanflow_max_ratio"] == 2.0  # the cpu setting's targets
     assert record["utilisation"]["achieved_tflops"] > 0
+
+
+def _cli(*args, timeout=120):
+    """`flowzoo bench perf ...` in its own process: the profiler's chatter is written to fds 1/2 from C++,
+    which only a real process's captured stdout/stderr show."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "flowzoo", "bench", "perf", "--setting", "tiny", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_perf_cli_prints_its_table_for_every_case_kind_and_no_profiler_chatter(tmp_path):
+    """End to end: every registered objective, alphaflow@end, each JVP backend, the official-style step and
+    TiM's dict JVP spec (once a rich NotRenderableError) make rows of the printed table; with the memory
+    measurement on, torch.profiler's native lines (USDT profiler_start/stop, gpuGetDeviceCount failed) stay out."""
+    from flowzoo.bench.perf import PROFILER_CHATTER
+
+    out = tmp_path / "all.json"
+    every = _cli("--no-memory", "--out", str(out))
+    assert every.returncode == 0, every.stderr[-2000:]
+    labels = [row["label"] for row in json.loads(out.read_text())["cases"]]
+    assert set(OBJECTIVES.names()) <= set(labels) and "alphaflow@end" in labels and OFFICIAL in labels
+    assert any(label.startswith("meanflow[jvp=") for label in labels)
+    table = every.stdout
+    assert "Step cost vs flow matching" in table
+    for label in labels:
+        assert f" {label} " in table, label  # each case is a row, its label whole
+    tim = next(line for line in table.splitlines() if " tim " in line)
+    assert "finite_difference(eps=0.005)" in tim  # the dict spec, rendered as text
+
+    out = tmp_path / "memory.json"
+    measured = _cli("--objective", "flow_matching", "--objective", "tim", "--no-jvp-backends", "--no-official",
+                    "--out", str(out))
+    assert measured.returncode == 0, measured.stderr[-2000:]
+    assert all(row["peak_memory_mb"] is not None for row in json.loads(out.read_text())["cases"])  # the profiler ran
+    assert "Step cost vs flow matching" in measured.stdout
+    lines = (measured.stdout + measured.stderr).splitlines()
+    chatter = [line for line in lines if PROFILER_CHATTER.search(line) or "USDT" in line or "gpuGetDeviceCount" in line]
+    assert not chatter, chatter
+
+
+def test_native_output_filter_keeps_unknown_lines_and_drops_chatter(capfd):
+    import os
+
+    from flowzoo.bench.perf import native_output_filtered
+
+    with native_output_filtered():
+        os.write(1, b"USDT:2026-01-01 1:1 SyncActivityProfilerHandler.cpp:39] profiler_start\n")
+        os.write(2, b"ERROR:2026-01-01 1:1 DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35\n")
+        os.write(2, b"something else went wrong\n")
+    captured = capfd.readouterr()
+    assert "USDT" not in captured.out + captured.err and "gpuGetDeviceCount" not in captured.out + captured.err
+    assert "something else went wrong" in captured.err

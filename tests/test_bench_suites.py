@@ -41,6 +41,7 @@ def tiny_suite(name: str, **changes) -> dict:
     ({"methods": [{"objective": "meanflow"}]}, "needs a name and an objective"),
     ({"nfe": [0]}, "nfe positive integers"),
     ({"compare_at": "wall_time"}, "compare_at must be 'steps'"),
+    ({"cpu_capability": "fast"}, "cpu_capability must be one of default"),
 ])
 def test_a_malformed_suite_is_one_sentence_naming_the_key(change, phrase):
     with pytest.raises(ConfigError, match=None) as info:
@@ -171,6 +172,7 @@ def test_a_cell_another_suite_already_trained_is_copied_not_retrained(tmp_path):
     copy = read_record(write_reused_record(cell, source, runs, results))
     original = read_record(source)
     assert copy["benchmark"] == "zoo" and copy["reused_from"] == "digits/digits/flow_matching-s0.json"
+    assert copy["compute"]["budget"] == {"equal": "steps"}  # what the zoo holds equal, in its own record
     assert copy["evaluations"] == original["evaluations"] and copy["config_hash"] == original["config_hash"]
     assert cell_state(cell, runs, results)[0] == "skip"  # and from now on it is the zoo's valid record
 
@@ -179,3 +181,96 @@ def test_a_cell_another_suite_already_trained_is_copied_not_retrained(tmp_path):
     source.write_text(json.dumps(dirty))
     (results / "zoo" / "digits" / "flow_matching-s0.json").unlink()
     assert cell_state(cell, runs, results)[0] == "run"  # uncommitted code's record is never reused
+
+
+def _hand_cost(objective: str, steps: int, forward_flops: float, num_classes: int = 1) -> float:
+    """FLOPs per sample and step by hand: forward + 2 x backward + 2 x JVP passes, times a forward's FLOPs."""
+    from flowzoo.leaderboard.compute_cost import passes_per_step
+
+    p = passes_per_step(objective, {}, steps, num_classes=num_classes)
+    return forward_flops * (p["forward"] + 2 * p["backward"] + 2 * p["jvp"])
+
+
+def test_equal_flops_gives_each_method_the_steps_of_the_reference_flops(tmp_path):
+    """compare_at flops: MeanFlow's step is 1 forward + 1 backward + 0.25 JVP = 3.5 forwards, flow matching's
+    3; at the reference's (flow matching's) 1,000 steps MeanFlow gets round(1000 x 3 / 3.5) = 857."""
+    budget = {**TINY_BUDGET, "train.steps": 1000}
+    BENCHMARKS.add("test-flops", tiny_suite("test-flops", compare_at="flops", budget=budget, reference_method="fm"))
+    suite = get_suite("test-flops")
+    fm, mf = (next(c for c in suite.cells() if c.method.name == n) for n in ("fm", "mf"))
+    assert fm.budget()["steps"] == 1000 and fm.resolved_config(tmp_path)["train"]["steps"] == 1000
+    forward = mf.budget()["forward_flops_per_sample"]
+    by_hand = 1000 * _hand_cost("flow_matching", 1000, forward) / _hand_cost("meanflow", 1000, forward)
+    assert mf.budget()["steps"] == int(by_hand + 0.5) == 857
+    assert mf.resolved_config(tmp_path)["train"]["steps"] == 857 and "train.steps=857" in mf.command(tmp_path)
+    b = mf.budget()
+    assert b["equal"] == "flops" and b["reference"] == "fm" and b["reference_steps"] == 1000
+    assert abs(b["train_flops"] - b["reference_train_flops"]) <= b["flops_per_sample_step"] * b["batch_size"] / 2
+    # --methods mf alone still spends the reference's FLOPs (the reference is kept for the budget)
+    from flowzoo.bench.suite import only_methods
+
+    alone = only_methods(suite, "mf").cells()[0]
+    assert [c.method.name for c in only_methods(suite, "mf").cells()] == ["mf"] and alone.budget()["steps"] == 857
+
+
+def test_equal_flops_dry_run_lists_every_cell_with_its_steps(capsys, tmp_path):
+    from flowzoo.bench.estimate import data_shape, forward_flops
+
+    suite = get_suite("digits-equal-flops")
+    assert suite.compare_at == "flops" and suite.reference_method == "alphaflow-sigmoid"
+    assert [m.name for m in suite.methods] == ["alphaflow-sigmoid", "meanflow", "flow_matching"] and suite.seeds == [0, 1, 2, 3, 4]
+    digits = get_suite("digits")  # otherwise the digits suite's rows
+    assert suite.budget == digits.budget and suite.nfe == digits.nfe and suite.data == digits.data
+    assert [m for m in digits.methods if m.name in ("alphaflow-sigmoid", "meanflow", "flow_matching")] == suite.methods
+
+    code, out, _ = flowzoo("bench", "digits-equal-flops", "--dry-run", "--runs", str(tmp_path), "--results",
+                           str(tmp_path / "r"), capsys=capsys)
+    assert code == 0
+    cfg = next(c for c in suite.cells() if c.method.name == "flow_matching").resolved_config(tmp_path, budget=False)
+    forward = forward_flops(cfg, *data_shape(cfg)[:2])
+    from flowzoo.leaderboard.compute_cost import passes_per_step
+
+    alpha_cell = next(c for c in suite.cells() if c.method.name == "alphaflow-sigmoid")
+    spec = {k: v for k, v in alpha_cell.resolved_config(tmp_path, budget=False)["objective"].items() if k != "name"}
+    alpha = passes_per_step("alphaflow", spec, 10000, num_classes=10)  # as the records measure it
+    c_alpha = forward * (alpha["forward"] + 2 * alpha["backward"] + 2 * alpha["jvp"])
+    fm_steps = int(10000 * c_alpha / _hand_cost("flow_matching", 10000, forward, 10) + 0.5)
+    assert 11000 < fm_steps < 12500  # alpha-Flow's step costs ~3.5 forwards, flow matching's 3
+    for cell in suite.cells():
+        steps = {"flow_matching": fm_steps}.get(cell.method.name, cell.budget()["steps"])
+        assert f"# {cell.key}: " in out and f"--set train.steps={steps} " in out
+        line = next(l for l in out.splitlines() if l.startswith(f"# {cell.key}: "))
+        assert f"{steps:,} steps (equal FLOPs)" in line
+    assert f"flow_matching {fm_steps:,} steps" in out and "alphaflow-sigmoid 10,000 steps" in out
+
+
+def test_a_cpu_capability_suite_runs_its_cells_under_that_kernel_set_and_reuses_no_other_machine(tmp_path):
+    """digits-cpu-default: the digits cells under ATEN_CPU_CAPABILITY=default; a digits record (another kernel
+    set, or none recorded) is the same config but not the same measurement, so it is never copied in."""
+    import json
+    import shutil
+
+    from flowzoo.bench.runner import expected_hardware
+
+    suite = get_suite("digits-cpu-default")
+    assert suite.cpu_capability == "default" and suite.seeds == [0, 1, 2]
+    cell = next(c for c in suite.cells() if c.method.name == "meanflow" and c.seed == 0)
+    assert cell.command(tmp_path).startswith("ATEN_CPU_CAPABILITY=default flowzoo run ")
+    digits_cell = next(c for c in get_suite("digits").cells() if c.method.name == "meanflow" and c.seed == 0)
+    assert config_hash(cell.resolved_config(tmp_path)) == config_hash(digits_cell.resolved_config(tmp_path))
+
+    results = tmp_path / "results"
+    source = results / "digits" / "digits" / "meanflow-s0.json"
+    source.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "leaderboard" / "results" / "digits" / "digits" / "meanflow-s0.json", source)
+    record = json.loads(source.read_text())
+    record.pop("hardware", None)
+    source.write_text(json.dumps(record))
+    assert cell_state(cell, tmp_path / "runs", results)[0] == "run"  # hardware not recorded: not reused here
+    record["hardware"] = {**expected_hardware(cell), "cpu_capability": "AVX512"}
+    source.write_text(json.dumps(record))
+    assert cell_state(cell, tmp_path / "runs", results)[0] == "run"  # another kernel set
+    record["hardware"] = {**expected_hardware(cell), "machine": "x86_64"}
+    source.write_text(json.dumps(record))
+    assert cell_state(cell, tmp_path / "runs", results)[0] == "reuse"  # the same CPU and kernel set
+    assert expected_hardware(cell)["cpu_capability"] == "DEFAULT"

@@ -43,22 +43,10 @@ import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from faults_helpers import arm, assert_kept, assert_one_sentence, checkpoint_step, checksums, final_numbers, toy_args  # noqa: E402
+from faults_helpers import (arm, assert_kept, assert_one_sentence, checkpoint_step, checksums, final_numbers,  # noqa: E402
+                           finished, run_copy, toy_args)  # noqa: F401  (fixtures)
 from test_cli import flowzoo  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert flowzoo(*toy_args(out))[0] == 0
-    return out, final_numbers(out)
-
-
-@pytest.fixture
-def run_copy(finished, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(finished[0], out)
-    return out
 
 
 @pytest.mark.parametrize("damage", ["random-bytes", "truncated"])

@@ -167,3 +167,50 @@ def test_injected_callable_frames_cut_and_too_few_frames(standin_path):
     assert math.isfinite(out["fvd"]) and all(s == (torch.uint8, (8, 3, 2, 16, 16)) for s in seen)
     with pytest.raises(ValueError, match="set data.fvd.num_frames to at most 4"):
         FVD(extractor=extractor)(moving_gratings(16, 1), None, FakeClips({"num_frames": 16, "num_generated": 16}))
+
+
+def test_protocol_records_reference_kind_and_clips_so_kinds_are_never_ranked_together(standin_path, tmp_path):
+    """Real clips and VAE reconstructions as the reference, and the clip stride, size and frames, are in the
+    protocol: records of different kinds get different protocol ids; the clips say whether they are fvd2048_16f."""
+    from types import SimpleNamespace
+
+    from flowzoo.data.kinetics.latents import KineticsLatents
+    from flowzoo.leaderboard.aggregate import group_records
+    from flowzoo.leaderboard.record import protocol_id
+
+    class Kinetics(FakeClips):  # the Kinetics datasets' surface: a clip spec and the reference's kind
+        def __init__(self, kind, stride=2, **kw):
+            super().__init__(**kw)
+            self.kind, self.spec = kind, SimpleNamespace(frames=SHAPE[1], stride=stride, resolution=SHAPE[2])
+
+        def reference_kind(self):
+            return self.kind
+
+    infos = {}
+    for kind in ("real clips", "VAE reconstructions"):
+        data = Kinetics(kind, fvd=settings(standin_path, num_real=32, num_generated=32))
+        metric = FVD()
+        metric(moving_gratings(32, 5), None, data)
+        infos[kind] = metric.info(data)
+    real, recon = infos["real clips"], infos["VAE reconstructions"]
+    assert real["reference_kind"] == "real clips" and recon["reference_kind"] == "VAE reconstructions"
+    assert real["clip"] == {"frames": 4, "stride": 2, "size": [16, 16]}
+    assert real["clip_protocol"].startswith("not StyleGAN-V's fvd2048_16f") and "stride 2, 16x16 px" in real["clip_protocol"]
+    records = [{"benchmark": "k", "data": "kinetics700", "seed": 0, "method": "m", "preset": "m", "schedule": None,
+                "evaluations": [], "protocol": {"metrics": {"fvd": info}}} for info in (real, recon)]
+    assert protocol_id(records[0]) != protocol_id(records[1]) and len(group_records(records)) == 2
+
+    published = Kinetics("real clips", stride=1, fvd=settings(standin_path, num_real=2048, num_generated=2048, num_frames=16),
+                         shape=(3, 16, 8, 8))
+    from flowzoo.eval.fvd import clip_protocol, clip_protocol_text
+
+    clip = clip_protocol(published, FVD().settings(published), {})
+    assert clip == {"frames": 16, "stride": 1, "size": [16, 16]}  # size from the spec's resolution
+    assert clip_protocol_text(clip, FVD().settings(published), "real clips").startswith("StyleGAN-V fvd2048_16f")
+    assert clip_protocol_text(clip, FVD().settings(published), "VAE reconstructions").startswith("not StyleGAN-V's")
+
+    cache = KineticsLatents.__new__(KineticsLatents)  # a latent cache: real clips while its videos are there
+    cache.manifest = {"data": str(tmp_path)}
+    assert cache.reference_kind() == "real clips"
+    cache.manifest = {"data": str(tmp_path / "gone")}
+    assert cache.reference_kind() == "VAE reconstructions"

@@ -228,6 +228,7 @@ JVP_FLASH = {"name": "forward", "attention": "jvp_flash"}
 
 def test_jvp_flash_without_cuda_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the interpreter's case: tests/test_jvp_flash_interpreter.py
     with pytest.raises(ConfigError, match="CUDA GPUs only.*use attention: math") as err:
         get_jvp_backend(JVP_FLASH)
     one_sentence(str(err.value))
@@ -246,8 +247,8 @@ def test_jvp_flash_without_the_package_is_refused(monkeypatch):
 
 
 def test_jvp_flash_refuses_cpu_tensors_at_the_first_call(monkeypatch):
-    """With the package 'installed' (a stub) and CUDA 'available', construction passes; the first JVP
-    sees CPU tensors and refuses before the kernel runs."""
+    """With the package 'installed' (a stub, not run by Triton's interpreter) and CUDA 'available',
+    construction passes; the first JVP sees CPU tensors and refuses before the kernel runs."""
     calls = []
     stub = types.ModuleType("jvp_flash_attention.jvp_attention")
     stub.JVPAttn = types.SimpleNamespace(fwd=lambda *a: calls.append(a), fwd_dual=lambda *a: calls.append(a))
@@ -270,17 +271,25 @@ def test_jvp_flash_refuses_cpu_tensors_at_the_first_call(monkeypatch):
 def test_jvp_flash_tensor_constraints_are_one_sentence_each():
     ok = ((2, 12, 256, 64),) * 3
     assert jvp_flash_problem("cuda", torch.float32, ok) is None
-    assert jvp_flash_problem("cuda", torch.bfloat16, ((2, 4, 32, 16),) * 3) is None
+    assert jvp_flash_problem("cuda", torch.bfloat16, ((2, 4, 32, 32),) * 3) is None
+    assert jvp_flash_problem("cpu", torch.float32, ok, interpreted=True) is None  # Triton's interpreter
+    assert jvp_flash_problem("cuda", torch.float16, ok, interpreted=True) is None
     cases = [
         (("cpu", torch.float32, ok), "needs CUDA tensors"),
         (("cuda", torch.float64, ok), "supports float16, bfloat16, float32, not float64"),
-        (("cuda", torch.float32, ((2, 12, 256, 48),) * 3), "head dims 16, 32, 64, 128, 256, not 48"),
+        (("cuda", torch.float32, ((2, 12, 256, 48),) * 3), "head dims 32, 64, 128, 256, not 48"),
+        # the package accepts 16, but its kernels then fail their BLOCK_N <= HEAD_DIM static assert
+        (("cuda", torch.bfloat16, ((2, 4, 32, 16),) * 3), "head dims 32, 64, 128, 256, not 16"),
         (("cuda", torch.float32, ((2, 12, 16, 64),) * 3), "at least 32 tokens per attention, not 16"),
         (("cuda", torch.float32, ((2, 12, 33, 64),) * 3), "not 33"),
         (("cuda", torch.float32, ((2, 12, 256, 64), (2, 12, 128, 64), (2, 12, 128, 64))), "of one"),
     ]
-    for args, phrase in cases:
-        message = jvp_flash_problem(*args)
+    cases = [(args, phrase, False) for args, phrase in cases] + [  # under Triton's interpreter (numpy: no bfloat16)
+        (("cpu", torch.bfloat16, ok), "under Triton's interpreter supports float16, float32, not bfloat16", True),
+        (("meta", torch.float32, ok), "needs CUDA tensors, but the network runs on meta", True),
+    ]
+    for args, phrase, interpreted in cases:
+        message = jvp_flash_problem(*args, interpreted=interpreted)
         assert phrase in message, message
         one_sentence(message)
 
@@ -317,6 +326,7 @@ def _flowzoo(*args: str, capsys) -> tuple[int, str]:
 ])
 def test_cli_refuses_in_one_line_with_exit_code_2(kernel, phrase, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     out = tmp_path / "run"
     code, err = _flowzoo("run", "--objective", "meanflow", "--set", f"objective.jvp={{name: forward, attention: {kernel}}}",
                          "--steps", "1", "--out", str(out), "--quiet", capsys=capsys)

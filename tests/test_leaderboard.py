@@ -98,9 +98,10 @@ def test_tables_give_mean_interval_and_std_over_seeds_and_bold_the_best_per_nfe(
         assert f"{mean:.3f} ± {std:.3f}" in text  # one format: the std at the mean's decimals
     fm_line = next(line for line in text.splitlines() if line.startswith("| fm (flow_matching)"))
     mf_line = next(line for line in text.splitlines() if line.startswith("| mf (flow_matching)"))
-    # the ranking table: mean [95% interval]; a 3-value bootstrap interval of the mean lies within [min, max]
-    assert re.search(r"\*\*0\.120 \[0\.1\d\d, 0\.1\d\d\]\*\*", mf_line)  # best at 1 NFE: mf
-    assert re.search(r"\*\*0\.150 \[0\.1\d\d, 0\.\d\d\d\]\*\*", fm_line)  # best at 2 NFE: fm
+    # the ranking table: mean [95% Student-t interval], mean +- t_{0.975, 2} s / sqrt(3) with t = 4.302653
+    half = lambda xs: 4.302653 * statistics.stdev(xs) / 3 ** 0.5  # noqa: E731
+    assert f"**0.120 [{0.12 - half([0.10, 0.14, 0.12]):.3f}, {0.12 + half([0.10, 0.14, 0.12]):.3f}]**" in mf_line  # best at 1 NFE
+    assert f"**0.150 [{0.15 - half([0.20, 0.10, 0.15]):.3f}, {0.15 + half([0.20, 0.10, 0.15]):.3f}]**" in fm_line  # best at 2 NFE
     assert "| 0.300 / 0.340 / 0.290 |" in fm_line and "| 0.300 |" in fm_line  # seed by seed; the median
     assert "| 12 | 3,072 | 1.00 / 0.00 / 1.00 |" in fm_line  # steps, images seen, passes per step
     # the paired comparison to the reference (the first row, fm): mf is lower on every seed at 1 NFE
@@ -156,3 +157,102 @@ def test_leaderboard_cli_reports_problems_and_strict_fails_on_them(record, tmp_p
     assert "b.json is not valid JSON" in (tmp_path / "lb" / "README.md").read_text()
     code, _, _ = flowzoo("leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "lb"), "--strict", capsys=capsys)
     assert code == 1
+
+
+def test_two_samplers_at_one_nfe_are_two_rows_never_pooled(record, tmp_path):
+    """A run evaluated with two samplers: each (method, sampler) is its own row with one value per seed,
+    and the paired comparison pairs like with like (issue 29: pooling gave n = 6 from 3 seeds)."""
+    results = tmp_path / "results"
+    for seed in range(3):
+        rec = variant(record, method="fm", seed=seed, swd={1: 0.30 + 0.01 * seed, 2: 0.20})
+        extra = copy.deepcopy(rec["evaluations"])
+        for ev in extra:
+            ev["sampler"] = "heun"
+            ev["metrics"]["swd"] = 0.90 + 0.01 * seed
+        rec["evaluations"] += extra
+        write_record(results / f"fm-{seed}.json", rec)
+    groups = group_records(load_records(results).records)
+    rows = groups[0].rows
+    assert [(r.method, r.sampler) for r in rows] == [("fm", "euler"), ("fm", "heun")]
+    assert rows[0].values(1, "swd") == pytest.approx([0.30, 0.31, 0.32])  # n = 3, not 6
+    assert rows[1].by_seed(1, "swd") == pytest.approx({0: 0.90, 1: 0.91, 2: 0.92})  # not the last sampler's
+    build_leaderboard(results, tmp_path / "lb")
+    text = (tmp_path / "lb" / "README.md").read_text()
+    assert "| fm (flow_matching) [heun] | 3 |" in text  # compared with the reference row (fm with euler) seed by seed
+
+
+def test_records_carry_the_hardware_and_torch_honours_aten_cpu_capability(record):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    hw = record["hardware"]
+    assert hw["cpu_model"] and hw["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    probe = "from flowzoo.pipeline.provenance import hardware; print(hardware()['cpu_capability'])"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "DEFAULT", out.stderr[-500:]
+
+
+def test_cuda_hardware_names_gpu_driver_cuda_and_cudnn(monkeypatch):
+    import torch
+
+    from flowzoo.leaderboard.provenance import hardware_label
+    from flowzoo.pipeline import provenance
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(provenance, "gpu_driver", lambda: "580.65.06")
+    hw = provenance.hardware("cuda:0")
+    assert (hw["gpu_name"], hw["gpu_driver"], hw["cuda"], hw["cudnn"]) == ("NVIDIA H100 80GB HBM3", "580.65.06", "13.0", "91002")
+    assert hardware_label({"hardware": hw}).startswith("NVIDIA H100 80GB HBM3, driver 580.65.06, CUDA 13.0, cuDNN 91002; host ")
+
+
+def other_config(record: dict, tag: str) -> None:
+    """Another training config (and its hash): not the same cell as the fixture's."""
+    from flowzoo.leaderboard.record import config_hash_of
+
+    record["config"] = {**record["config"], "name": tag}
+    record["config_hash"] = config_hash_of(record["config"])
+
+
+def test_tables_say_their_budget_and_mark_mixed_hardware_seed_by_seed(record, tmp_path):
+    """Old records (no hardware) load and say so; a table mixing machines names them and their seeds; the
+    same cell (config, seed) on other hardware is set beside the seed spread; each table names its budget."""
+    machine = {"cpu_model": "AMD EPYC", "cpu_id": "AuthenticAMD family 25 model 17 stepping 1", "machine": "x86_64"}
+    results = tmp_path / "results"
+    for seed, (cap, swd) in enumerate([("AVX512", 0.30), ("AVX512", 0.34), ("DEFAULT", 0.29)]):
+        r = variant(record, method="fm", seed=seed, swd={1: swd, 2: 0.2})
+        r["hardware"] = {**machine, "cpu_capability": cap}
+        write_record(results / f"fm-{seed}.json", r)
+    old = variant(record, method="mf", seed=0, swd={1: 0.1, 2: 0.2})
+    old.pop("hardware", None)  # a record from before records carried the hardware
+    other_config(old, "meanflow")
+    write_record(results / "mf-0.json", old)
+    twin = variant(record, method="fm", seed=0, swd={1: 0.35, 2: 0.2})  # fm seed 0 again, under DEFAULT kernels
+    twin["benchmark"], twin["hardware"] = "unit-cpu-default", {**machine, "cpu_capability": "DEFAULT"}
+    write_record(results / "twin" / "fm-0.json", twin)
+    flops = variant(record, method="fm", seed=0, swd={1: 0.3, 2: 0.2})
+    flops["benchmark"] = "unit-flops"
+    flops["compute"]["budget"] = {"equal": "flops", "reference": "fm", "reference_steps": 12,
+                                  "reference_train_flops": 1.5e9, "steps": 12}
+    other_config(flops, "flops")
+    write_record(results / "flops" / "fm-0.json", flops)
+    loaded, _ = build_leaderboard(results, tmp_path / "lb")
+    assert len(loaded.records) == 6 and not loaded.problems()
+    text = (tmp_path / "lb" / "README.md").read_text()
+    unit = text.split("## unit\n", 1)[1].split("\n## ", 1)[0]
+    assert ("Mixed hardware: this table's records ran on 3 different machines or kernel sets "
+            "(AMD EPYC (family 25 model 17), AVX512: fm seeds 0-1; AMD EPYC (family 25 model 17), DEFAULT: fm seeds 2; "
+            "hardware not recorded: mf seeds 0)") in unit
+    assert "hardware not recorded" in unit.split("Provenance: ", 1)[1]
+    assert "Budget: equal optimizer steps at equal batch" in unit
+    assert "Same cell on other hardware: 1 pairs, |Δ swd| mean 0.050" in unit
+    assert "| fm | 0 | AMD EPYC (family 25 model 17), AVX512 | 0.300 | AMD EPYC (family 25 model 17), DEFAULT (unit-cpu-default) | 0.350 | +0.050 |" in unit
+    assert "Budget: equal estimated training FLOPs, those of fm at 12 steps" in text.split("## unit-flops\n", 1)[1]
+    assert "Mixed hardware" not in text.split("## unit-flops\n", 1)[1].split("\n## ", 1)[0]
+    assert "equal estimated training FLOPs" in (tmp_path / "lb" / "index.html").read_text()

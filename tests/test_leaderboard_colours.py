@@ -7,7 +7,7 @@ from flowzoo.leaderboard.aggregate import Group, MethodRow
 
 
 def group(data: str, methods: list[str]) -> Group:
-    rows = [MethodRow(m, m, None, [{"seed": 0, "evaluations": [{"nfe": 1, "sampler": "euler", "metrics": {"swd": 0.1 + i}}]}])
+    rows = [MethodRow(m, m, None, "euler", [{"seed": 0, "evaluations": [{"nfe": 1, "sampler": "euler", "metrics": {"swd": 0.1 + i}}]}])
             for i, m in enumerate(methods)]
     return Group("toy", data, "p", {}, "swd", True, rows)
 

@@ -19,16 +19,10 @@ from flowzoo.train import (CheckpointError, TrainOptions, TrainProgress, Trainin
                            load_checkpoint, train)
 from flowzoo.train.checkpoint import atomic_save, checkpoint_dir
 from flowzoo.train.state import rng_state, set_rng_state
-from test_train_support import MixtureDataset, MixtureStream, tiny_dit, tiny_mlp
+from test_train_support import MixtureDataset, MixtureStream, one_thread, tiny_dit, tiny_mlp  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores shared with other processes: one intra-op thread avoids OpenMP oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def options(tmp_path, **kw) -> TrainOptions:

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 TESTS_DIR = Path(__file__).parent
@@ -94,3 +95,13 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"subprocess failed ({proc.returncode}):\n{out}"
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Two cores shared with other processes: one intra-op thread avoids OpenMP oversubscription stalls.
+    Test modules import it and mark it autouse through `pytestmark` or use it by name."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -164,15 +164,16 @@ def analyze_gradients(cfg: dict[str, Any], *, every: int, batch_size: int, quiet
     """Train the resolved config, measuring the cosines every `every` steps; returns (out dir, lines)."""
     from flowzoo import yaml_io
     from flowzoo.atomic import atomic_write_text
-    from flowzoo.config import build_dataclass
+    from flowzoo.config import ConfigError, build_dataclass
     from flowzoo.data import create_dataset, parse_data_name
     from flowzoo.objectives import create_objective
-    from flowzoo.pipeline.run import build_network, check_run_dir
+    from flowzoo.pipeline.run import build_network, check_out_folder, check_run_dir
     from flowzoo.train import TrainOptions, train
 
     cfg = dict(cfg)
     cfg["data"] = {**cfg["data"], "name": parse_data_name(cfg["data"]["name"])}
     out, seed = Path(cfg["out"]), int(cfg["seed"])
+    check_out_folder(out)
     cfg["train"] = {**cfg.get("train", {}), "sample_every": int(every)}
     cfg["analysis"] = {"every": int(every), "batch_size": int(batch_size)}
     dataset = create_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
@@ -180,10 +181,14 @@ def analyze_gradients(cfg: dict[str, Any], *, every: int, batch_size: int, quiet
     spec = dict(cfg["objective"])
     net = build_network(cfg["backbone"], dataset, seed)
     objective = create_objective(spec.pop("name"), net, total_steps=options.steps, **spec)
+    batch = analysis_batch(objective, dataset, batch_size, seed)  # before the folder is touched: it may refuse
+    if len(batch.x) == 0:
+        raise ConfigError(f"objective '{cfg['objective']['name']}' drew no time pairs with r < t in a batch of "
+                          f"{batch_size}, and L_TC lives there: it trains on r = t only; analyse a two-time objective "
+                          f"such as meanflow or alphaflow.")
     check_run_dir(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml_io.dump(cfg, sort_keys=False))
-    batch = analysis_batch(objective, dataset, batch_size, seed)
     hook = GradientHook(objective, batch, out / "gradients.jsonl")
     if not (out / "gradients.jsonl").exists():
         hook(0, _Start(net))  # the initial network: step 0

@@ -26,9 +26,11 @@ from flowzoo.registry import BACKBONES
 __all__ = ["DiT", "VideoDiT", "ResidualMLP", "create_backbone", "list_backbones"]
 
 
-def create_backbone(name: str, **kwargs) -> nn.Module:
-    """Build the backbone registered as ``name`` (or ``"pkg.module:attr"``) with keyword overrides."""
-    factory = BACKBONES.get(name)
+def create_backbone(name: str, *, trusted: bool = True, **kwargs) -> nn.Module:
+    """Build the backbone registered as ``name`` (or ``"pkg.module:attr"``) with keyword overrides.
+
+    ``trusted=False`` when the name comes from a run directory: registered names only, nothing imported."""
+    factory = BACKBONES.get(name, trusted=trusted)
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as exc:

@@ -12,9 +12,12 @@ forward-mode rule, so a JVP scope selects one of these kernels:
   were selectable; the JVP scope is exactly ``sdpa_kernel(SDPBackend.MATH)``.
 - ``"jvp_flash"``: the Triton flash-attention kernel of the ``jvp-flash-attention`` package
   (``pip install 'flowzoo[gpu]'``), whose autograd.Function carries a forward-mode rule, so the
-  tangent is computed in the same fused pass. CUDA only; float16 / bfloat16 / float32; head dims
-  16, 32, 64, 128, 256; an even number of at least 32 tokens. Its backward is a Triton kernel with no
-  derivative of its own, so it serves forward mode only (not the double-vjp trick).
+  tangent is computed in the same fused pass. CUDA; float16 / bfloat16 / float32; head dims 32, 64,
+  128, 256; an even number of at least 32 tokens. Its backward is a Triton kernel with no derivative
+  of its own, so it serves forward mode only (not the double-vjp trick). Under Triton's interpreter
+  (``TRITON_INTERPRET=1`` in the environment before triton is first imported, i.e. before Python
+  starts: torch imports triton) the same kernel code runs on CPU tensors too, slowly, in float16 /
+  float32 only: that is how the tests run the real kernel without a GPU.
 
 Any other SDPA call inside a JVP scope (a network that does not go through ``attention``) still runs
 on the math kernel. Whether a kernel can run is checked twice, each time with one sentence that says
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,7 +45,7 @@ from flowzoo.config import ConfigError
 
 __all__ = [
     "AttentionKernelError", "KERNELS", "AttentionKernel", "attention", "check_kernel", "jvp_attention",
-    "jvp_flash_problem", "register_kernel",
+    "jvp_flash_interpreted", "jvp_flash_problem", "register_kernel",
 ]
 
 GPU_EXTRA = "pip install 'flowzoo[gpu]'"
@@ -154,9 +159,13 @@ def jvp_attention(name: str = "math", *, backend: str | None = None, double_back
 KERNELS["math"] = AttentionKernel(fn=F.scaled_dot_product_attention)  # run under sdpa_kernel(MATH)
 
 # What jvp_flash_attention 0.14's JVPAttn.forward accepts (it asserts these; float64 has no Triton dot).
+# It also accepts head dim 16, but its forward kernels then fail tl.static_assert(BLOCK_N <= HEAD_DIM): they
+# launch with BLOCK_N = 32 (MIN_SEQUENCE_LENGTH) on every path, TMA or not (run under the interpreter).
 JVP_FLASH_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-JVP_FLASH_HEAD_DIMS = (16, 32, 64, 128, 256)
+JVP_FLASH_HEAD_DIMS = (32, 64, 128, 256)
 JVP_FLASH_MIN_TOKENS = 32
+# Triton's interpreter runs kernels through numpy, which has no bfloat16: bf16 inputs give garbage, no error.
+JVP_FLASH_INTERPRETER_DTYPES = (torch.float16, torch.float32)
 
 _jvp_flash_module = None
 
@@ -169,26 +178,57 @@ def _load_jvp_flash():
     return _jvp_flash_module.JVPAttn
 
 
+def _interpreter_requested() -> bool:
+    """TRITON_INTERPRET is on in the environment (read as Triton's getenv_bool reads it)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on")
+
+
+def jvp_flash_interpreted() -> bool:
+    """Whether the loaded jvp_flash kernels run under Triton's interpreter (on CPU tensors too).
+
+    ``@triton.jit`` reads TRITON_INTERPRET when it decorates, so both triton's own library (decorated when
+    triton is first imported) and the package's kernels must have been decorated with it on; a kernel
+    decorated without it is compiled for a GPU driver."""
+    interpreter = sys.modules.get("triton.runtime.interpreter")  # imported by @triton.jit only when interpreting
+    standard = sys.modules.get("triton.language.standard")
+    if interpreter is None or standard is None or _jvp_flash_module is None:
+        return False
+    interpreted = interpreter.InterpretedFunction
+    return isinstance(getattr(standard, "softmax", None), interpreted) and any(
+        isinstance(value, interpreted) for value in vars(_jvp_flash_module).values())
+
+
 def _jvp_flash_unavailable() -> str | None:
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if not cuda and not _interpreter_requested():
         return ("attention kernel 'jvp_flash' is a Triton kernel that runs on CUDA GPUs only, and this machine has "
-                "none (torch.cuda.is_available() is False); use attention: math, the default.")
+                "none (torch.cuda.is_available() is False); use attention: math, the default (tests run it on a CPU "
+                "under Triton's interpreter, TRITON_INTERPRET=1 set before Python starts).")
     try:
         _load_jvp_flash()
     except ImportError as exc:
         return (f"attention kernel 'jvp_flash' needs the jvp-flash-attention package and Triton, which are not "
                 f"installed ({exc}); install them with {GPU_EXTRA}.")
+    if not cuda and not jvp_flash_interpreted():
+        return ("attention kernel 'jvp_flash' finds TRITON_INTERPRET=1 but Triton was imported before it was set, so "
+                "its kernels are compiled for a CUDA GPU this machine does not have; set TRITON_INTERPRET=1 in the "
+                "environment before Python starts, or use attention: math.")
     return None
 
 
-def jvp_flash_problem(device_type: str, dtype: torch.dtype, shapes: tuple[tuple[int, ...], ...]) -> str | None:
-    """Why jvp_flash cannot run on q, k, v of this device type, dtype and shapes (None: it can)."""
+def jvp_flash_problem(device_type: str, dtype: torch.dtype, shapes: tuple[tuple[int, ...], ...], *,
+                      interpreted: bool = False) -> str | None:
+    """Why jvp_flash cannot run on q, k, v of this device type, dtype and shapes (None: it can).
+
+    ``interpreted``: the kernels run under Triton's interpreter, which takes CPU tensors but no bfloat16."""
     where = "; use attention: math for this network."
-    if device_type != "cuda":
+    if device_type != "cuda" and not (interpreted and device_type == "cpu"):
         return f"attention kernel 'jvp_flash' needs CUDA tensors, but the network runs on {device_type}; move it to a GPU{where}"
-    if dtype not in JVP_FLASH_DTYPES:
-        names = ", ".join(str(d).removeprefix("torch.") for d in JVP_FLASH_DTYPES)
-        return f"attention kernel 'jvp_flash' supports {names}, not {str(dtype).removeprefix('torch.')}{where}"
+    dtypes = JVP_FLASH_INTERPRETER_DTYPES if interpreted else JVP_FLASH_DTYPES
+    if dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        under = " under Triton's interpreter" if interpreted else ""
+        return f"attention kernel 'jvp_flash'{under} supports {names}, not {str(dtype).removeprefix('torch.')}{where}"
     if len(set(shapes)) != 1 or len(shapes[0]) != 4:
         return f"attention kernel 'jvp_flash' needs q, k and v of one (batch, heads, tokens, head_dim) shape, not {list(shapes)}{where}"
     tokens, head_dim = shapes[0][2], shapes[0][3]
@@ -208,7 +248,8 @@ def _jvp_flash_unsupported(q: Tensor, k: Tensor, v: Tensor) -> str | None:
         return f"attention kernel 'jvp_flash' needs q, k and v of one dtype, not {sorted(map(str, dtypes))}; use attention: math."
     devices = {q.device.type, k.device.type, v.device.type}
     device = "cuda" if devices == {"cuda"} else ", ".join(sorted(devices - {"cuda"}))
-    return jvp_flash_problem(device, q.dtype, (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+    interpreted = device != "cuda" and jvp_flash_interpreted()  # asked only off CUDA: no cost on the GPU path
+    return jvp_flash_problem(device, q.dtype, (tuple(q.shape), tuple(k.shape), tuple(v.shape)), interpreted=interpreted)
 
 
 def _jvp_flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
+from flowzoo.bench.perf import PEAK_BF16_TFLOPS
+
 DEFAULT_MFU = 0.35
-DEFAULT_PEAK_TFLOPS = 989.4  # H100 SXM, dense bf16 (flowzoo.bench.perf.PEAK_BF16_TFLOPS)
+DEFAULT_PEAK_TFLOPS = PEAK_BF16_TFLOPS["H100 SXM"]  # dense bf16
 
 
 def _kinetics_videos(data: dict[str, Any]) -> tuple[tuple[int, ...], int]:
@@ -77,7 +79,7 @@ def sampling_nfe(cfg: dict[str, Any], default_sampler_nfe: tuple[int, ...] = (1,
 
 def cell_estimate(cfg: dict[str, Any], *, peak_tflops: float = DEFAULT_PEAK_TFLOPS, mfu: float = DEFAULT_MFU) -> dict[str, Any]:
     """{"train_flops", "sample_flops", "gpu_hours", "shape_from"} of one resolved run config."""
-    from flowzoo.leaderboard.compute_cost import BACKWARD_COST, JVP_COST, passes_per_step
+    from flowzoo.leaderboard.compute_cost import passes_per_step, train_flops
 
     if not 0 < mfu <= 1 or peak_tflops <= 0:
         raise ValueError(f"--mfu must lie in (0, 1] and --peak-tflops be positive (got {mfu}, {peak_tflops}).")
@@ -87,9 +89,8 @@ def cell_estimate(cfg: dict[str, Any], *, peak_tflops: float = DEFAULT_PEAK_TFLO
     steps, batch = int(cfg["train"]["steps"]), int(cfg["train"]["batch_size"])
     passes = passes_per_step(name, spec, steps, num_classes=max(num_classes, 1))
     flops = forward_flops(cfg, shape, num_classes)
-    per_sample_step = flops * (passes["forward"] + BACKWARD_COST * passes["backward"] + JVP_COST * passes["jvp"])
-    train_flops = per_sample_step * batch * steps
+    training = train_flops(passes, flops, batch, steps)
     sample_flops = flops * int((cfg.get("eval", {}) or {}).get("num_samples", 0) or 0) * sampling_nfe(cfg)
-    seconds = (train_flops + sample_flops) / (peak_tflops * 1e12 * mfu)
-    return {"train_flops": train_flops, "sample_flops": sample_flops, "gpu_hours": seconds / 3600,
+    seconds = (training + sample_flops) / (peak_tflops * 1e12 * mfu)
+    return {"train_flops": training, "sample_flops": sample_flops, "gpu_hours": seconds / 3600,
             "shape_from": shape_from, "passes_per_step": passes}

@@ -3,6 +3,7 @@
     flowzoo bench perf                                  # CPU: DiT-tiny/2, 4x16x16, batch 32, 1 thread
     flowzoo bench perf --setting gpu                    # DiT-B/2, 4x32x32, batch 64, bf16 autocast, cuda
     flowzoo bench perf --compile                        # also every case under torch.compile (slow on CPU)
+    flowzoo bench perf --setting tiny                   # seconds: a 4x4 input, one timed step per case (a smoke test)
 
 One step = the objective's forward (target included) + backward + Adam update, as in flowzoo.train.loop
 (without EMA / clipping / logging, which cost every objective the same). Cases, each with its own copy of
@@ -20,16 +21,24 @@ Peak memory is the high-water mark of tensor bytes allocated during one step abo
 start (activations, gradients, Adam state on the first step, temporaries): on CUDA from
 torch.cuda.max_memory_allocated, on CPU reconstructed from torch.profiler's allocation/free records
 (the same quantity, from the CPU allocator's reports; None when that private profiler API is missing).
+The profiler's native layer (kineto) prints start/stop markers and, without a GPU, a device-count error
+straight to the process's stdout/stderr; those known lines are kept out of the terminal (anything else it
+writes is shown).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 import random
+import re
 import statistics
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -45,6 +54,7 @@ from flowzoo.leaderboard.compute_cost import forward_flops_per_sample
 from flowzoo.objectives import create_objective
 from flowzoo.objectives.target import per_sample
 from flowzoo.objectives.unified import DrawnBatch, UnifiedObjective
+from flowzoo.pipeline.provenance import cpu_capability, cpu_model, hardware
 from flowzoo.registry import JVP_BACKENDS, OBJECTIVES
 
 SCHEMA = "flowzoo.bench.perf/1"
@@ -66,8 +76,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
                 batch=32, precision="fp32", threads=1),
     "gpu": dict(device="cuda", backbone="DiT-B/2", input_size=32, in_channels=4, num_classes=1000,
                 batch=64, precision="bf16", threads=None),
+    # A smoke test of every case in seconds (CI); its ratios mean little at this size.
+    "tiny": dict(device="cpu", backbone="DiT-tiny/2", input_size=4, in_channels=2, num_classes=3,
+                 batch=4, precision="fp32", threads=1),
 }
-SETTING_TARGETS = {"cpu": TARGETS, "gpu": GPU_TARGETS}
+SETTING_TARGETS = {"cpu": TARGETS, "gpu": GPU_TARGETS, "tiny": TARGETS}
+# How long each setting measures (rounds, timed steps per case per round, untimed steps first), unless given.
+SETTING_SCHEDULE = {"cpu": dict(rounds=12, block=2, warmup=2), "gpu": dict(rounds=12, block=2, warmup=2),
+                    "tiny": dict(rounds=1, block=1, warmup=1)}
+# What torch's profiler (kineto) writes to fd 1/2 from C++, past Python's sys.stdout/stderr.
+PROFILER_CHATTER = re.compile(r"^(USDT:.*profiler_(start|stop)|ERROR:.*gpuGetDeviceCount failed|STAGE:.*ActivityProfiler"
+                              r"|.*(ActivityProfilerController|CuptiActivityProfiler|SyncActivityProfilerHandler)\.cpp)")
 JVP_FLASH = {"name": "forward", "attention": "jvp_flash"}
 
 
@@ -230,6 +249,37 @@ def peak_step_bytes(step: Callable[[], Any], device: torch.device) -> Optional[i
     return int(peak)
 
 
+@contextmanager
+def native_output_filtered(chatter: re.Pattern = PROFILER_CHATTER):
+    """Send what C/C++ code writes to fd 1 and 2 during the block to a temporary file; afterwards, show on
+    stderr every line of it that is not known chatter (so nothing unexpected is lost)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = (os.dup(1), os.dup(2))
+    except OSError:  # no fds to redirect (an embedded interpreter): let the output through
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode(errors="replace").splitlines()
+                    if line.strip() and not chatter.search(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+
+
 def time_interleaved(runners: list[Runner], rounds: int, block: int, warmup: int, device: torch.device,
                      progress: Callable[[str], None] | None = None) -> None:
     """Round-robin: each round runs ``block`` timed steps of every case, in a fresh random order per round
@@ -260,7 +310,7 @@ def time_interleaved(runners: list[Runner], rounds: int, block: int, warmup: int
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU ({platform.system()})"
+    return f"{cpu_model() or platform.machine()} CPU, {cpu_capability() or 'capability unknown'} kernels ({platform.system()})"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,9 +331,9 @@ def run_perf(
     official: bool = True,  # also the official alpha-Flow code's MeanFlow step
     compile: bool = False,  # also every case under torch.compile
     memory: bool = True,  # measure each case's peak step memory (one extra step each)
-    rounds: int = 12,  # round-robin rounds
-    block: int = 2,  # timed steps per case per round
-    warmup: int = 2,  # untimed steps per case first
+    rounds: int | None = None,  # round-robin rounds (default: the setting's, SETTING_SCHEDULE)
+    block: int | None = None,  # timed steps per case per round
+    warmup: int | None = None,  # untimed steps per case first
     total_steps: int = 1000,  # run length the schedules see; cases run at its middle (or end)
     seed: int = 0,
     peak_tflops_override: float | None = None,  # the device's dense bf16 peak, for MFU (default: by name)
@@ -296,6 +346,10 @@ def run_perf(
     given = dict(device=device, backbone=backbone, input_size=input_size, in_channels=in_channels,
                  num_classes=num_classes, batch=batch, precision=precision, threads=threads)
     cfg = {**SETTINGS[setting], **{k: v for k, v in given.items() if v is not None}}
+    schedule = SETTING_SCHEDULE[setting]
+    rounds = schedule["rounds"] if rounds is None else rounds
+    block = schedule["block"] if block is None else block
+    warmup = schedule["warmup"] if warmup is None else warmup
     if cfg["precision"] not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, not {cfg['precision']!r}.")
     dev = torch.device(cfg["device"])
@@ -345,9 +399,10 @@ def _run(cfg, dev, names, jvp_backends, official, compile, memory, rounds, block
     runners = [build_or_fail(c, make_net, x, y, total_steps, bf16) for c in cases]
     time_interleaved(runners, rounds, block, warmup, dev, progress)
     if memory:
-        for runner in runners:
-            if runner.error is None:
-                runner.peak_bytes = peak_step_bytes(lambda: runner.step_fn(20_000), dev)
+        with native_output_filtered():  # the CPU measurement runs torch.profiler, whose native layer prints
+            for runner in runners:
+                if runner.error is None:
+                    runner.peak_bytes = peak_step_bytes(lambda: runner.step_fn(20_000), dev)
 
     base = statistics.median(next(r for r in runners if r.case.label == BASELINE).times)
     rows = []
@@ -370,7 +425,7 @@ def _run(cfg, dev, names, jvp_backends, official, compile, memory, rounds, block
         })
     return {
         "schema": SCHEMA,
-        "device": str(dev), "device_name": device_description(dev),
+        "device": str(dev), "device_name": device_description(dev), "hardware": hardware(dev),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "config": {**cfg, "input_shape": list(shape), "rounds": rounds, "block": block, "warmup": warmup,
                    "total_steps": total_steps, "seed": seed, "compile": compile},
@@ -418,8 +473,18 @@ def summarise(rows: list[dict], targets: dict = TARGETS) -> dict:
     return summary
 
 
+def spec_text(spec: Any) -> str:
+    """A part's spec as table text: a name as is, a dict spec as name(key=value, ...) (TiM's JVP is one)."""
+    if spec is None:
+        return "-"
+    if isinstance(spec, dict):
+        rest = ", ".join(f"{k}={spec_text(v)}" for k, v in spec.items() if k != "name")
+        return f"{spec.get('name', '')}({rest})" if rest else str(spec.get("name", "{}"))
+    return str(spec)
+
+
 def perf_table(record: dict):
-    """The record as a rich table."""
+    """The record as a rich table (every cell a string: rich renders nothing else)."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -436,9 +501,11 @@ def perf_table(record: dict):
 
     for r in record["cases"]:
         if r["error"]:
-            table.add_row(escape(r["label"]), fmt(r["alpha"], ".3f"), r["jvp"] or "-", "failed", "-", "-", "-", r["error"][:40])
+            table.add_row(escape(r["label"]), fmt(r["alpha"], ".3f"), escape(spec_text(r["jvp"])), "failed", "-", "-", "-",
+                          escape(r["error"][:40]))
             continue
-        table.add_row(escape(r["label"]), fmt(r["alpha"], ".3f"), r["jvp"] or "official", fmt(r["median_ms"], ".1f"),
+        jvp = "official" if r["official_style"] else spec_text(r["jvp"])
+        table.add_row(escape(r["label"]), fmt(r["alpha"], ".3f"), escape(jvp), fmt(r["median_ms"], ".1f"),
                       fmt(r["ratio_to_flow_matching"], ".2f"), fmt(r["images_per_s"], ".0f"),
                       fmt(r["peak_memory_mb"], ".1f"), str(r["steps_timed"]))
     s, targets = record["summary"], record.get("targets", TARGETS)
@@ -463,8 +530,9 @@ def perf_table(record: dict):
 # CLI: the lead mounts this as `flowzoo bench perf` with bench_app.command("perf")(perf_command).
 # --------------------------------------------------------------------------------------------------
 def perf_command(
-    setting: str = typer.Option("cpu", help="cpu (DiT-tiny/2, 4x16x16, batch 32, fp32, 1 thread) or gpu "
-                                            "(DiT-B/2, 4x32x32, batch 64, bf16, cuda)."),
+    setting: str = typer.Option("cpu", help="cpu (DiT-tiny/2, 4x16x16, batch 32, fp32, 1 thread), gpu "
+                                            "(DiT-B/2, 4x32x32, batch 64, bf16, cuda) or tiny (2x4x4, batch 4, "
+                                            "one timed step per case: a smoke test in seconds)."),
     device: Optional[str] = typer.Option(None, help="Override the setting's device (cpu, cuda, cuda:1)."),
     backbone: Optional[str] = typer.Option(None, help="Override the backbone, e.g. DiT-S/2."),
     input_size: Optional[int] = typer.Option(None, help="Override the input side."),
@@ -479,9 +547,9 @@ def perf_command(
     official: bool = typer.Option(True, help="Also time the official alpha-Flow code's MeanFlow step."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="Also time every case under torch.compile (slow to start on CPU)."),
     memory: bool = typer.Option(True, help="Measure each case's peak step memory."),
-    rounds: int = typer.Option(12, help="Round-robin rounds."),
-    block: int = typer.Option(2, help="Timed steps per case per round."),
-    warmup: int = typer.Option(2, help="Untimed steps per case first."),
+    rounds: Optional[int] = typer.Option(None, help="Round-robin rounds (default: the setting's; cpu and gpu 12, tiny 1)."),
+    block: Optional[int] = typer.Option(None, help="Timed steps per case per round (default: the setting's; 2, tiny 1)."),
+    warmup: Optional[int] = typer.Option(None, help="Untimed steps per case first (default: the setting's; 2, tiny 1)."),
     out: Path = typer.Option(Path("runs/bench/perf.json"), help="Where the JSON record goes (atomically)."),
 ) -> None:
     """Each objective's training-step time and memory as a ratio to flow matching, interleaved in one process."""
@@ -498,5 +566,8 @@ def perf_command(
     except (ValueError, RuntimeError, LookupError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    Console().print(perf_table(record))
+    table_console = Console()
+    if not table_console.is_terminal:  # piped or redirected (README tables, CI logs): whole labels, not "consisten…"
+        table_console = Console(width=max(table_console.width, 160))
+    table_console.print(perf_table(record))
     console.print(f"record written to {record['path']}")

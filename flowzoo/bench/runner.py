@@ -10,7 +10,13 @@ A cell that another suite has already trained (a clean record under the same res
 data, seed and config hash: e.g. the zoo's alpha-Flow, MeanFlow and flow-matching cells are the digits
 suite's) is not trained again: its record is copied under this suite with ``reused_from`` naming the
 source. The config hash covers everything the run trains and evaluates with (not where it writes), so
-the copy is the record that training would produce.
+the copy is the record that training would produce, on the same hardware: a source record that names its
+CPU model and torch CPU kernel set is reused only when they are the ones this suite's cells run with; one
+from before records carried the hardware keeps saying "hardware not recorded" in its copy, and is never
+reused by a suite that sets its own kernel set (``cpu_capability``), which must train its cells.
+
+Every record says which budget its suite held equal (``compute.budget``: equal steps, or equal estimated
+FLOPs with the step count and its arithmetic, see flowzoo/bench/budget.py).
 """
 
 from __future__ import annotations
@@ -94,8 +100,27 @@ def cell_state(cell: Cell, runs_root: Path, results_root: Path, allow_dirty: boo
     return "run", "no result yet"
 
 
+def expected_hardware(cell: Cell) -> dict:
+    """The CPU model and kernel set this cell's run will record (the suite's cpu_capability, else this process's)."""
+    from flowzoo.pipeline.provenance import cpu_capability, cpu_id, cpu_model
+
+    capability = cell.suite.cpu_capability.upper() if cell.suite.cpu_capability else cpu_capability()
+    return {"cpu_model": cpu_model(), "cpu_id": cpu_id(), "cpu_capability": capability}
+
+
+def same_hardware(record: dict, expected: dict, forced: bool) -> bool:
+    """Whether a record's run used the hardware expected (``forced``: the suite sets the kernel set, so a
+    record that does not name its own cannot stand in)."""
+    hw = record.get("hardware")
+    if not isinstance(hw, dict):
+        return not forced
+    return all(hw.get(k) == v for k, v in expected.items())
+
+
 def reusable_record(cell: Cell, results_root: Path, expected_hash: str) -> Path | None:
-    """Another suite's clean record of this very training (same data, seed and config hash), if any."""
+    """Another suite's clean record of this very training (same data, seed and config hash, on the hardware
+    this cell would run on), if any."""
+    expected = expected_hardware(cell)
     suite, data, name = cell.key.split("/")
     for path in sorted(Path(results_root).glob(f"*/{data}/*-s{cell.seed}.json")):
         if path.parent.parent.name == suite:
@@ -104,7 +129,8 @@ def reusable_record(cell: Cell, results_root: Path, expected_hash: str) -> Path 
             record = read_record(path)
         except RecordError:
             continue
-        if record["config_hash"] == expected_hash and record["seed"] == cell.seed and not is_dirty(record):
+        if (record["config_hash"] == expected_hash and record["seed"] == cell.seed and not is_dirty(record)
+                and same_hardware(record, expected, forced=bool(cell.suite.cpu_capability))):
             return path
     return None
 
@@ -114,6 +140,7 @@ def write_reused_record(cell: Cell, source: Path, runs_root: Path, results_root:
     record = read_record(source)
     record.update(benchmark=cell.suite.name, method=cell.method.name, command=cell.command(runs_root, launch),
                   reused_from=str(Path(source).relative_to(results_root)))
+    record["compute"]["budget"] = cell.budget()
     return write_record(record_path(cell, results_root), record)
 
 
@@ -123,6 +150,7 @@ def write_cell_record(cell: Cell, runs_root: Path, results_root: Path, launch: L
         path.replace(path.with_suffix(f".invalid-{int(time.time())}"))
     record = record_from_run(cell.run_dir(runs_root), benchmark=cell.suite.name, method=cell.method.name,
                              command=cell.command(runs_root, launch))
+    record["compute"]["budget"] = cell.budget()
     return write_record(path, record)
 
 
@@ -130,6 +158,8 @@ def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path
              threads: int | None = None, seeds: list[int] | None = None, console: Console | None = None,
              allow_dirty: bool = False, launch: Launch | None = None) -> GridReport:
     """``launch``: torchrun (bench/launch.py); on a node other than 0 cells train but write no records."""
+    if jobs < 1:  # no cell would ever start, and the loop below would wait for one forever
+        raise ValueError(f"jobs must be at least 1 (cells trained at once), not {jobs}.")
     console = console or Console()
     launch = launch or Launch()
     if not launch.writes_records:
@@ -159,6 +189,8 @@ def run_grid(suite: Suite, *, runs_root: Path = DEFAULT_RUNS, results_root: Path
 
     threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if suite.cpu_capability:  # torch reads it at start-up: each cell's process gets it from its environment
+        env["ATEN_CPU_CAPABILITY"] = suite.cpu_capability
     running: list[tuple[Cell, subprocess.Popen, float]] = []
     queue = list(todo)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -5,26 +5,39 @@ A suite is a YAML file in benchmarks/suites/ (registered in BENCHMARKS under its
 methods x data x seeds; every cell is one `flowzoo run` command, so each number on the leaderboard can
 be re-run on its own with the command its record carries.
 
-Equal training compute: every method in a suite gets the same optimizer steps at the same batch size,
-hence the same number of images seen (``compare_at: steps``). Their wall time differs (a MeanFlow step
-costs more than a flow-matching step), so records carry all three and the tables show all three.
+What a suite holds equal (``compare_at``):
+- ``steps`` (the default): every method gets the same optimizer steps at the same batch size, hence the same
+  number of images seen. Their wall time and FLOPs differ (a MeanFlow step costs more than a flow-matching
+  step), so records carry them and the tables show them.
+- ``flops``: every method gets the steps that spend the estimated training FLOPs of the suite's
+  ``reference_method`` at the suite's budget (flowzoo.bench.budget: passes per step x forward FLOPs per
+  sample, backward = 2 and JVP = 2 forwards; rounded to the nearest step). The reference of the budget is the
+  reference of the paired comparisons, so "better than the reference" reads "at the reference's compute".
+Each record says which it ran under (``compute.budget``).
+
+``cpu_capability`` (optional, e.g. ``default``): every cell runs with ATEN_CPU_CAPABILITY set to it (torch's
+CPU kernel set), and its command says so: a suite that measures how much the kernel set alone moves a result.
 """
 
 from __future__ import annotations
 
-import shlex
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flowzoo import yaml_io
+from flowzoo.bench.launch import Launch
 from flowzoo.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITES_DIR = REPO_ROOT / "benchmarks" / "suites"
-SUITE_KEYS = {"description", "data", "seeds", "nfe", "methods", "budget", "set", "rank_by", "compare_at", "notes",
+COMPARE_AT = ("steps", "flops")
+CPU_CAPABILITIES = ("default", "avx2", "avx512", "avx512_vnni", "zvector", "vsx", "sve256")
+SUITE_KEYS = {"description", "data", "seeds", "nfe", "methods", "budget", "set", "rank_by", "compare_at", "notes", "cpu_capability",
               "reference_method", "collapse"}
 METHOD_KEYS = {"name", "objective", "schedule", "set", "sampler", "config"}
+METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,9 @@ class Suite:
     notes: str = ""
     reference_method: str | None = None  # the method every other is compared to on paired seeds (default: the first)
     collapse: Collapse | None = None
+    cpu_capability: str | None = None  # ATEN_CPU_CAPABILITY for every cell (None: the machine's best kernel set)
+    flops_reference: Method | None = None  # compare_at flops: the method whose FLOPs every method spends
+    _budgets: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (data, method) -> budget
 
     def cells(self) -> list["Cell"]:
         """The grid in the order it runs: seed-major, so a partial run already has every method at seed 0."""
@@ -103,9 +119,22 @@ class Cell:
             return None
         return self.method.config if shown else str(REPO_ROOT / self.method.config)
 
-    def run_args(self, runs_root: Path, shown: bool = False) -> list[str]:
+    def budget(self) -> dict[str, Any]:
+        """What this cell holds equal with the others: {"equal": "steps"}, or the equal-FLOPs step count and
+        its arithmetic (flowzoo.bench.budget.equal_flops_budget), computed once per method and data."""
+        if self.suite.compare_at != "flops":
+            return {"equal": "steps"}
+        key = (self.data, self.method.name)
+        if key not in self.suite._budgets:
+            from flowzoo.bench.budget import equal_flops_budget
+
+            self.suite._budgets[key] = equal_flops_budget(self.suite, self.method, self.data)
+        return self.suite._budgets[key]
+
+    def run_args(self, runs_root: Path, shown: bool = False, budget: bool = True) -> list[str]:
         """The `flowzoo run` arguments of this cell (its record stores them as the command to re-run;
-        ``shown``: the experiment file as the suite names it, relative to the repository root)."""
+        ``shown``: the experiment file as the suite names it, relative to the repository root; ``budget``
+        False: without the equal-FLOPs step count, i.e. at the suite's own train.steps)."""
         args = ["--config", self.config_file(shown)] if self.method.config else []
         args += ["--objective", self.method.objective]
         if self.method.schedule:
@@ -113,21 +142,22 @@ class Cell:
         args += ["--data", self.data, "--seed", str(self.seed), "--out", str(self.run_dir(runs_root)), "--quiet"]
         sets = {**self.suite.budget, "eval.curve": True, "eval.samplers": {self.sampler(): list(self.suite.nfe)},
                 **self.suite.sets, **dict(self.method.sets)}
+        if budget and self.suite.compare_at == "flops":
+            sets["train.steps"] = self.budget()["steps"]
         for key, value in sets.items():
             args += ["--set", f"{key}={_yaml_inline(value)}"]
         return args
 
-    def command(self, runs_root: Path, launch=None) -> str:
+    def command(self, runs_root: Path, launch: Launch | None = None) -> str:
         """The command that trains this cell, as a user types it (``launch``: torchrun, see bench/launch.py)."""
-        if launch is None:
-            return shlex.join(["flowzoo", "run", *self.run_args(runs_root, shown=True)])
-        return launch.shown(self.run_args(runs_root, shown=True))
+        env = f"ATEN_CPU_CAPABILITY={self.suite.cpu_capability} " if self.suite.cpu_capability else ""
+        return env + (launch or Launch()).shown(self.run_args(runs_root, shown=True))
 
-    def resolved_config(self, runs_root: Path) -> dict[str, Any]:
+    def resolved_config(self, runs_root: Path, budget: bool = True) -> dict[str, Any]:
         """The config `flowzoo run` will train with (its hash decides whether a result is still valid)."""
         from flowzoo.config import parse_set, resolve
 
-        args = self.run_args(runs_root)
+        args = self.run_args(runs_root, budget=budget)
         sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
         parse_set(sets)  # one clear sentence for a malformed value before anything runs
         return resolve(objective=self.method.objective, schedule=self.method.schedule, backbone=None, data=self.data,
@@ -199,6 +229,9 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
         bad = set(m) - METHOD_KEYS
         if bad:
             raise ConfigError(f"{where}: methods[{i}] has unknown key(s) {', '.join(sorted(bad))}; valid: {', '.join(sorted(METHOD_KEYS))}.")
+        if not METHOD_NAME.fullmatch(str(m["name"])):  # it names the cell's run folder and record file
+            raise ConfigError(f"{where}: methods[{i}] name {str(m['name'])!r} must be letters, digits, '.', '_', '+' "
+                              f"or '-' (no '/' or spaces): it becomes a folder and a file name.")
         sets = tuple(_mapping(m.get("set"), f"{where}: methods[{i}].set").items())
         config = m.get("config")
         if config is not None and not (REPO_ROOT / str(config)).is_file():
@@ -209,8 +242,12 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: method names must be unique (got {', '.join(names)}).")
     compare_at = spec.get("compare_at", "steps")
-    if compare_at != "steps":
-        raise ConfigError(f"{where}: compare_at must be 'steps' (equal optimizer steps and batch size), got {compare_at!r}.")
+    if compare_at not in COMPARE_AT:
+        raise ConfigError(f"{where}: compare_at must be 'steps' (equal optimizer steps and batch size) or 'flops' (equal "
+                          f"estimated training FLOPs, those of the reference_method), got {compare_at!r}.")
+    capability = spec.get("cpu_capability")
+    if capability is not None and str(capability).lower() not in CPU_CAPABILITIES:
+        raise ConfigError(f"{where}: cpu_capability must be one of {', '.join(CPU_CAPABILITIES)} (torch's ATEN_CPU_CAPABILITY), got {capability!r}.")
     rank_by = {}
     for family, r in (spec.get("rank_by") or {}).items():
         if not isinstance(r, dict) or "metric" not in r:
@@ -228,7 +265,9 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
     return Suite(name=name, description=str(spec.get("description", "")).strip(), data=data, seeds=list(seeds),
                  nfe=list(nfe), methods=methods, budget=_mapping(spec.get("budget"), f"{where}: budget"),
                  sets=_mapping(spec.get("set"), f"{where}: set"), rank_by=rank_by, compare_at=compare_at,
-                 notes=str(spec.get("notes", "")).strip(), reference_method=reference_method, collapse=collapse)
+                 notes=str(spec.get("notes", "")).strip(), reference_method=reference_method, collapse=collapse,
+                 cpu_capability=None if capability is None else str(capability).lower(),
+                 flops_reference=next(m for m in methods if m.name == reference_method) if compare_at == "flops" else None)
 
 
 def load_suite_file(path: Path) -> Suite:

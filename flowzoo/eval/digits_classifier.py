@@ -11,14 +11,18 @@ sha256, which `load_digits_classifier` checks. Rebuild the shipped files with
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowzoo.atomic import write_json
+from flowzoo import atomic
+from flowzoo.atomic import atomic_write, write_json
 from flowzoo.eval.fid import sha256_file
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "digits_classifier.safetensors"
@@ -67,7 +71,7 @@ def accuracy(model: DigitsClassifier, x: torch.Tensor, y: torch.Tensor) -> float
 def train_digits_classifier(out_path: str | Path = DEFAULT_PATH, seed: int = 0, epochs: int = 40,
                             batch_size: int = 64, lr: float = 2e-3) -> dict:
     """Train on the train split, write `out_path` (safetensors) and its `.json` record; return the record."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from flowzoo.data.digits import Digits, split_fingerprint
 
@@ -95,8 +99,6 @@ def train_digits_classifier(out_path: str | Path = DEFAULT_PATH, seed: int = 0, 
         torch.use_deterministic_algorithms(deterministic)
     model.eval()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_path))
     record = {
         "command": f"flowzoo prepare digits-classifier --out {out_path.as_posix()} --seed {seed} --epochs {epochs}",
         "seed": seed,
@@ -107,10 +109,41 @@ def train_digits_classifier(out_path: str | Path = DEFAULT_PATH, seed: int = 0, 
         "num_heldout": len(data.heldout_tensors()[1]),
         "heldout_split_sha256": split_fingerprint(),
         "torch_version": torch.__version__,
-        "sha256": sha256_file(out_path),
     }
-    write_json(out_path.with_suffix(".json"), record)
+    weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
+    return write_pair(out_path, weights, record)
+
+
+def staged_path(path: Path) -> Path:
+    """Where new weights wait between the record's commit and their rename (see ``write_pair``)."""
+    return path.with_name(f".{path.name}.staged")
+
+
+def write_pair(path: Path, weights: bytes, record: dict) -> dict:
+    """Write the weights and their JSON record so that a kill at any moment leaves the old pair or the new one.
+
+    1. the new weights go to a staged file beside the old ones (written atomically);
+    2. the record, naming the new weights' sha256, replaces the old record: the commit point;
+    3. the staged weights are renamed over the old ones.
+    A kill before 2 leaves the old pair (and a staged file, replaced by the next prepare); a kill between
+    2 and 3 leaves the new record beside the staged weights it names, which ``load_digits_classifier``
+    finds and completes. The files keep the mode of those they replace (new ones get 0644, as shipped
+    assets must be readable by every user), whatever the umask."""
+    path = Path(path)
+    record_path, staged = path.with_suffix(".json"), staged_path(path)
+    mode = {p: stat.S_IMODE(p.stat().st_mode) if p.is_file() else 0o644 for p in (path, record_path)}
+    atomic_write(staged, lambda handle: handle.write(weights))
+    os.chmod(staged, mode[path])
+    record = {**record, "sha256": hashlib.sha256(weights).hexdigest()}
+    write_json(record_path, record)
+    os.chmod(record_path, mode[record_path])
+    _complete(staged, path)
     return record
+
+
+def _complete(staged: Path, path: Path) -> None:
+    atomic.replace(staged, path)
+    atomic.fsync_dir(path.parent)
 
 
 @functools.lru_cache(maxsize=4)
@@ -121,11 +154,22 @@ def load_digits_classifier(path: str | Path = DEFAULT_PATH) -> DigitsClassifier:
     path = Path(path)
     record_path = path.with_suffix(".json")
     rebuild = f"flowzoo prepare digits-classifier --out {path} --seed 0"
-    if not path.exists() or not record_path.exists():
-        raise FileNotFoundError(f"digits classifier weights or record missing at {path}; rebuild them with `{rebuild}`.")
-    expected = json.loads(record_path.read_text())["sha256"]
-    if sha256_file(path) != expected:
-        raise ValueError(f"digits classifier {path} does not match the sha256 in {record_path.name}; rebuild with `{rebuild}`.")
+    staged = staged_path(path)
+    if not record_path.exists() or not (path.exists() or staged.exists()):
+        raise FileNotFoundError(f"digits classifier weights or record missing at {path}; rebuild them with "
+                                f"`{rebuild}`.")
+    try:
+        expected = json.loads(record_path.read_text())["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"digits classifier record {record_path} is unreadable; rebuild with `{rebuild}`.") from None
+    if not path.exists() or sha256_file(path) != expected:
+        if not (staged.is_file() and sha256_file(staged) == expected):
+            raise ValueError(f"digits classifier {path} does not match the sha256 in {record_path.name}; rebuild "
+                             f"with `{rebuild}`.")
+        try:  # a `prepare` killed after committing the record: finish its last rename
+            _complete(staged, path)
+        except OSError:  # e.g. a read-only install: read the staged file, which the record names
+            path = staged
     model = DigitsClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval().requires_grad_(False)

@@ -96,14 +96,23 @@ class ImageNetFID(Metric):
         return self._extractor
 
     def __call__(self, generated: torch.Tensor, labels: torch.Tensor | None, dataset) -> dict[str, float]:
+        return self.finish([self.summarise(generated, labels, dataset)], dataset)
+
+    def summarise(self, generated: torch.Tensor, labels: torch.Tensor | None, dataset) -> dict[str, np.ndarray]:
+        """Inception features of this rank's decoded samples (what a sharded evaluation gathers)."""
         generated = self._check_shape(generated, dataset)
-        if len(generated) < 50_000:
-            warnings.warn(f"imagenet_fid from {len(generated)} < 50,000 samples is biased upward; compare only at equal counts.", stacklevel=2)
         settings = self._settings(dataset)
-        reference = load_reference(settings.get("reference"))  # fail before the (long) decoding pass
+        load_reference(settings.get("reference"))  # fail before the (long) decoding pass
         extractor = self.extractor(settings)
         batches = (dataset.decode(chunk) for chunk in generated.split(int(settings["batch_size"])))
-        feats = image_features(batches, extractor)
+        return image_features(batches, extractor)
+
+    def finish(self, parts: list[dict[str, np.ndarray]], dataset) -> dict[str, float]:
+        feats = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        count = len(feats["pool"])
+        if count < 50_000:
+            warnings.warn(f"imagenet_fid from {count} < 50,000 samples is biased upward; compare only at equal counts.", stacklevel=2)
+        reference = load_reference(self._settings(dataset).get("reference"))
         mu, sigma = gaussian_stats(feats["pool"])
         out = {"fid": frechet_distance(mu, sigma, reference["mu"], reference["sigma"])}
         if "logits" in feats:

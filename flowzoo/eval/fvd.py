@@ -1,14 +1,22 @@
 """FVD: Frechet distance between I3D features of generated and real video clips (Unterthiner et al. 2018).
 
-Protocol: StyleGAN-V's ``fvd2048_16f`` (Skorokhodov et al., CVPR 2022; universome/stylegan-v,
-src/metrics/metric_main.py, frechet_video_distance.py, metric_utils.py), the one most video-generation
-papers report: 2,048 real and 2,048 generated clips of 16 consecutive frames; each clip as uint8
+Detector and distance: StyleGAN-V's (Skorokhodov et al., CVPR 2022; universome/stylegan-v,
+src/metrics/metric_main.py, frechet_video_distance.py, metric_utils.py): each clip as uint8
 (N, 3, T, H, W) (generated ones mapped x -> x * 127.5 + 128, clamped, as StyleGAN-V does) goes into its
 TorchScript port of the tf-hub FVD I3D (Kinetics-400) as
 ``detector(clips, rescale=True, resize=True, return_features=True)``: the detector itself maps [0, 255]
 to [-1, 1] and resizes every frame to 224x224, and returns the 400 pre-softmax logits as features. The
 Frechet distance is flowzoo's (frechet.py); its covariance uses 1/(N - 1) where StyleGAN-V's uses 1/N, a
-relative difference of 1/2048 in the trace terms. Numbers are comparable only at equal counts and frames.
+relative difference of 1/2048 in the trace terms.
+
+Clips: StyleGAN-V's ``fvd2048_16f``, the protocol most video-generation papers report, takes 2,048 real and
+2,048 generated clips of 16 *consecutive* frames of the real videos. Ours are what the dataset draws
+(Kinetics-700 by default: 16 frames at stride 2, 64x64 px; see flowzoo/data/kinetics/clips.py) against its
+reference, which is clips of the real videos or, for a latent cache whose videos are gone, VAE
+reconstructions of the cached latents. The protocol record names all of it (``reference_kind``, ``clip``:
+frames, stride, size; ``clip_protocol``: whether it is fvd2048_16f and, where not, that it is not), so FVDs
+against another kind of reference or other clips get another protocol id and are never ranked together,
+nor read as published fvd2048_16f numbers.
 
 The I3D file is the user's: i3d_torchscript.pt from StyleGAN-V's release, given as ``data.fvd.weights``
 or the ``FLOWZOO_I3D`` environment variable; its sha256 goes into the result record. torch.jit.load
@@ -87,7 +95,8 @@ class StyleGANVI3D:
 
 @METRICS.register("fvd")
 class FVD(Metric):
-    """FVD-2048, 16 frames (StyleGAN-V's protocol) of generated clips against the dataset's real clips.
+    """FVD of generated clips against the dataset's reference clips, with StyleGAN-V's I3D and call (its
+    fvd2048_16f protocol only where the clips are: 2,048 + 2,048, 16 consecutive frames of real videos).
 
     ``extractor``: None (the one data.fvd.extractor names, loaded from data.fvd.weights), a registered
     name, or a callable uint8 (N, 3, T, H, W) -> (N, D) features (tests, other detectors).
@@ -101,6 +110,8 @@ class FVD(Metric):
         self._extractor = extractor if self._injected else None
         self._extractor_name = extractor if isinstance(extractor, str) else None
         self._real: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # (dataset, settings) -> real statistics
+        self._reference: dict[str, Any] = {}  # what the real side was: its kind and pixel size, when measured
+        self._pixel_size: list[int] | None = None
         self._last: dict[str, Any] = {}
 
     def supports(self, dataset) -> bool:
@@ -151,32 +162,45 @@ class FVD(Metric):
         extract = self.extractor(settings)
         parts = []
         for chunk in clips.split(int(settings["batch_size"])):
-            feats = extract(self._pixels(chunk, dataset, int(settings["num_frames"])))
+            pixels = self._pixels(chunk, dataset, int(settings["num_frames"]))
+            self._pixel_size = [int(x) for x in pixels.shape[-2:]]  # what the I3D saw, before its resize to 224
+            feats = extract(pixels)
             parts.append(np.asarray(torch.as_tensor(feats).detach().double().cpu()))
         return np.concatenate(parts)
 
     def _real_stats(self, dataset, settings: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
         key = (id(dataset), seed, settings["num_real"], settings["num_frames"], settings["extractor"], settings["weights"])
         if key not in self._real:
+            kind = reference_kind(dataset)  # before reading: a latent cache falls back when its videos are gone
             real_clips = getattr(dataset, "reference_video", None) or dataset.reference
             real, _ = real_clips(int(settings["num_real"]), seed)
             self._real[key] = gaussian_stats(self.features(torch.as_tensor(real), dataset, settings))
+            self._reference = {"kind": kind, "size": self._pixel_size}
         return self._real[key]
 
     # -- the contract -------------------------------------------------------------------------------
     def __call__(self, generated: torch.Tensor, labels: torch.Tensor | None, dataset) -> dict[str, float]:
+        return self.finish([self.summarise(generated, labels, dataset)], dataset)
+
+    def summarise(self, generated: torch.Tensor, labels: torch.Tensor | None, dataset) -> dict[str, Any]:
+        """I3D features of this rank's clips (what a sharded evaluation gathers) and their shape."""
         generated = self._check_shape(generated, dataset)
         self._require_pixels(dataset)
         settings = self.settings(dataset)
-        self.extractor(settings)  # fail on a missing I3D before the (long) real-data pass
+        self.extractor(settings)  # fail on a missing I3D before the (long) feature pass
+        return {"features": self.features(generated, dataset, settings), "clip_shape": list(generated.shape[1:])}
+
+    def finish(self, parts: list[dict[str, Any]], dataset) -> dict[str, float]:
+        settings = self.settings(dataset)
+        features = np.concatenate([p["features"] for p in parts])
         wanted = int(settings["num_generated"])
-        if len(generated) < wanted:
-            warnings.warn(f"fvd from {len(generated)} < {wanted} generated clips is biased upward; compare only at equal "
+        if len(features) < wanted:
+            warnings.warn(f"fvd from {len(features)} < {wanted} generated clips is biased upward; compare only at equal "
                           f"counts (eval.num_samples: {wanted} is the protocol).", stacklevel=2)
-        generated = generated[:wanted]
+        features = features[:wanted]  # the first num_generated clips by index, however they were sharded
         mu_real, sigma_real = self._real_stats(dataset, settings, self.seed)
-        mu, sigma = gaussian_stats(self.features(generated, dataset, settings))
-        self._last = {"num_generated": len(generated), "clip_shape": list(generated.shape[1:])}
+        mu, sigma = gaussian_stats(features)
+        self._last = {"num_generated": len(features), "clip_shape": parts[0]["clip_shape"]}
         return {"fvd": frechet_distance(mu, sigma, mu_real, sigma_real)}
 
     def reference(self, dataset) -> dict[str, float]:
@@ -193,8 +217,12 @@ class FVD(Metric):
         settings = self.settings(dataset)
         path = getattr(self._extractor, "path", None) or settings["weights"]
         injected = getattr(self._extractor, "__name__", type(self._extractor).__name__)
+        clip = clip_protocol(dataset, settings, self._reference)
         return {
-            "implementation": "flowzoo.eval.fvd (StyleGAN-V fvd2048_16f protocol, 1)",
+            "implementation": "flowzoo.eval.fvd (StyleGAN-V's I3D and Frechet distance, 2)",
+            "reference_kind": self._reference.get("kind") or reference_kind(dataset),
+            "clip": clip,
+            "clip_protocol": clip_protocol_text(clip, settings, self._reference.get("kind") or reference_kind(dataset)),
             "extractor": injected if self._injected else settings["extractor"],
             "extractor_weights": str(path) if path else None,
             "extractor_weights_sha256": sha256_file(path) if path and Path(str(path)).is_file() else None,
@@ -205,3 +233,37 @@ class FVD(Metric):
                          f"({settings['num_real']}, seed={self.seed}) of {dataset.name}",
             "covariance": "1/(N-1)", "labels": "class-balanced (i mod num_classes)",
         }
+
+
+def reference_kind(dataset) -> str:
+    """"real clips" or "VAE reconstructions": the dataset's own answer (reference_kind()), else what its shape
+    says (pixel clips are the data; latent clips are decoded, i.e. reconstructed, by the dataset's VAE)."""
+    if hasattr(dataset, "reference_kind"):
+        return str(dataset.reference_kind())
+    if tuple(dataset.sample_shape)[0] == 3 or hasattr(dataset, "reference_video"):
+        return "real clips"
+    return "VAE reconstructions"
+
+
+def clip_protocol(dataset, settings: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """{"frames", "stride", "size"} of the clips the I3D saw (stride None where the dataset does not say)."""
+    spec = getattr(dataset, "spec", None)
+    size = measured.get("size")
+    if size is None and getattr(spec, "resolution", None):
+        size = [int(spec.resolution)] * 2
+    if size is None and tuple(dataset.sample_shape)[0] == 3:
+        size = list(tuple(dataset.sample_shape)[-2:])
+    return {"frames": int(settings["num_frames"]), "stride": getattr(spec, "stride", None),
+            "size": None if size is None else [int(x) for x in size]}
+
+
+def clip_protocol_text(clip: dict[str, Any], settings: dict[str, Any], kind: str) -> str:
+    """One sentence: StyleGAN-V's fvd2048_16f, or what ours is and that it is not that."""
+    ours = (f"{settings['num_real']} {kind} and {settings['num_generated']} generated clips of {clip['frames']} frames "
+            f"at stride {clip['stride'] if clip['stride'] is not None else 'not recorded'}, "
+            f"{'x'.join(map(str, clip['size'])) if clip['size'] else 'size not recorded'} px")
+    if (clip["stride"] == 1 and clip["frames"] == 16 and int(settings["num_real"]) == 2048
+            and int(settings["num_generated"]) == 2048 and kind == "real clips"):
+        return f"StyleGAN-V fvd2048_16f: {ours}"
+    return (f"not StyleGAN-V's fvd2048_16f (2048 real and 2048 generated clips of 16 consecutive frames): {ours}; "
+            "compare only with FVDs of this protocol")

@@ -6,7 +6,8 @@ seed; see `figure_title`), and image grids of conditional samples name each colu
 found on its own still says what it shows.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no global backend switch) and
-PIL for the digit grid.
+PIL for the digit grid. Every file is written atomically (flowzoo.atomic): a kill or a full disk leaves
+the previous figure, never a torn one.
 """
 
 from __future__ import annotations
@@ -97,6 +98,16 @@ def _output(path: str | Path) -> Path:
     return path
 
 
+def _save_pil(img, path: Path, **options) -> Path:
+    """A PIL image to `path` through a temp file, in the format its suffix names (PNG when it names none)."""
+    from PIL import Image
+
+    from flowzoo.atomic import atomic_write
+
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    return atomic_write(path, lambda handle: img.save(handle, format=fmt, **options))
+
+
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int = 4, pad: int = 1,
                     title: str | None = None, labels: list[str] | None = None) -> Path:
     """Write (N, C, H, W) images in [-1, 1] (C = 1 or 3) as a PNG grid, `nrow` per row, each pixel `scale`x,
@@ -105,8 +116,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scal
     h, w = images.shape[-2:]
     tile = ((w + pad) * scale, (h + pad) * scale)
     img = image_grid(images, nrow, scale, pad)
-    captioned(img, title, labels, min(nrow, len(images)), tile).save(path)
-    return path
+    return _save_pil(captioned(img, title, labels, min(nrow, len(images)), tile), path)
 
 
 def save_video_strips(clips: torch.Tensor, path: str | Path, max_frames: int = 16, scale: int | None = None,
@@ -130,9 +140,7 @@ def save_video_gif(clips: torch.Tensor, path: str | Path, nrow: int = 4, fps: fl
     h, w = x.shape[-2:]
     scale = scale or max(1, 64 // max(h, w))
     frames = [image_grid(x[:, :, k], nrow, scale).convert("RGB") for k in range(x.shape[2])]
-    path = _output(path)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
-    return path
+    return _save_pil(frames[0], _output(path), save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
 
 
 def save_toy_scatter(generated: torch.Tensor, data: torch.Tensor | None, path: str | Path,
@@ -152,7 +160,7 @@ def save_toy_scatter(generated: torch.Tensor, data: torch.Tensor | None, path: s
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    from flowzoo.atomic import atomic_write
+
+    path = _output(path)
+    return atomic_write(path, lambda handle: fig.savefig(handle, format=path.suffix.lstrip(".").lower() or "png"))

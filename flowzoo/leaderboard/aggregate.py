@@ -1,7 +1,9 @@
-"""Records -> comparison groups: one group per (benchmark, data, evaluation protocol), methods x NFE cells.
+"""Records -> comparison groups: one group per (benchmark, data, evaluation protocol), rows x NFE cells.
 
 Only records with the same protocol (`record.protocol_id`) share a group, so numbers measured against
-different reference statistics or feature extractors are never ranked against each other.
+different reference statistics or feature extractors are never ranked against each other. A row is one
+(method, sampler): a run evaluated with two samplers gives two rows, so numbers from different samplers
+are never pooled into one mean, and a seed has exactly one value per row and NFE.
 """
 
 from __future__ import annotations
@@ -29,19 +31,24 @@ class MethodRow:
     method: str
     preset: str
     schedule: str | None
+    sampler: str
     records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
         return sorted(r["seed"] for r in self.records)
 
+    def evaluations(self, record: dict[str, Any], nfe: int, metric: str) -> list[dict[str, Any]]:
+        """This row's evaluations in one record at one NFE: its own sampler's only."""
+        return [ev for ev in record["evaluations"]
+                if ev["sampler"] == self.sampler and ev["nfe"] == nfe and metric in ev["metrics"]]
+
     def values(self, nfe: int, metric: str) -> list[float]:
-        """The metric at this NFE over seeds (each record's own sampler)."""
+        """The metric at this NFE over seeds, with this row's sampler."""
         return [value for _, value in self.seed_values(nfe, metric)]
 
     def seed_values(self, nfe: int, metric: str) -> list[tuple[int, float]]:
-        return [(r["seed"], float(ev["metrics"][metric])) for r in self.records for ev in r["evaluations"]
-                if ev["nfe"] == nfe and metric in ev["metrics"]]
+        return [(r["seed"], float(ev["metrics"][metric])) for r in self.records for ev in self.evaluations(r, nfe, metric)]
 
     def by_seed(self, nfe: int, metric: str) -> dict[int, float]:
         return dict(self.seed_values(nfe, metric))
@@ -53,7 +60,7 @@ class MethodRow:
         count = total = 0
         for r in self.records:
             ref = r.get("reference", {}).get(reference)
-            values = [float(ev["metrics"][metric]) for ev in r["evaluations"] if ev["nfe"] == nfe and metric in ev["metrics"]]
+            values = [float(ev["metrics"][metric]) for ev in self.evaluations(r, nfe, metric)]
             if ref is None or not values:
                 continue
             total += len(values)
@@ -66,10 +73,6 @@ class MethodRow:
 
     def compute(self, key: str) -> list[float]:
         return [float(r["compute"][key]) for r in self.records if r["compute"].get(key) is not None]
-
-    @property
-    def sampler(self) -> str:
-        return self.records[0]["evaluations"][0]["sampler"]
 
     @property
     def command(self) -> str:
@@ -85,7 +88,7 @@ class Group:
     rank_metric: str
     lower_is_better: bool
     rows: list[MethodRow]
-    reference_method: str | None = None  # paired comparisons are to this row (None: the first row)
+    reference_method: str | None = None  # paired comparisons are to this method's first row (None: the first row)
     collapse: Any = None  # flowzoo.bench.suite.Collapse or None
 
     @property
@@ -94,20 +97,23 @@ class Group:
 
     @property
     def nfes(self) -> list[int]:
-        return sorted({ev["nfe"] for row in self.rows for r in row.records for ev in r["evaluations"]})
+        return sorted({ev["nfe"] for row in self.rows for r in row.records for ev in r["evaluations"]
+                       if ev["sampler"] == row.sampler})
 
     @property
     def metrics(self) -> list[str]:
         return sorted({m for row in self.rows for r in row.records for ev in r["evaluations"] for m in ev["metrics"]})
 
-    def best(self, nfe: int, metric: str | None = None) -> str | None:
-        """The method with the best mean at this NFE (ties: the first in row order)."""
+    def best(self, nfe: int, metric: str | None = None) -> MethodRow | None:
+        """The row with the best mean at this NFE (ties: the first in row order). A row with a non-finite
+        value is never best: those runs are invalid records or collapsed."""
         metric = metric or self.rank_metric
-        scored = [(mean_std(v)[0], row.method) for row in self.rows if (v := row.values(nfe, metric))]
+        scored = [(mean_std(v)[0], i) for i, row in enumerate(self.rows)
+                  if (v := row.values(nfe, metric)) and all(math.isfinite(x) for x in v)]
         if not scored:
             return None
         lower = self.lower_is_better if metric == self.rank_metric else True
-        return (min if lower else max)(scored, key=lambda s: s[0])[1]
+        return self.rows[(min if lower else max)(scored, key=lambda s: s[0])[1]]
 
 
 def rank_metric_for(protocol: dict[str, Any], suite_rank: dict[str, Any] | None) -> tuple[str, bool]:
@@ -139,11 +145,12 @@ def group_records(records: list[dict[str, Any]], suite_ranks: dict[str, dict] | 
             groups[key] = Group(record["benchmark"], record["data"], pid, record["protocol"], metric, lower, [],
                                 getattr(suite, "reference_method", None), getattr(suite, "collapse", None))
         group = groups[key]
-        row = next((r for r in group.rows if r.method == record["method"]), None)
-        if row is None:
-            row = MethodRow(record["method"], record["preset"], record["schedule"])
-            group.rows.append(row)
-        row.records.append(record)
+        for sampler in dict.fromkeys(ev["sampler"] for ev in record["evaluations"]):
+            row = next((r for r in group.rows if (r.method, r.sampler) == (record["method"], sampler)), None)
+            if row is None:
+                row = MethodRow(record["method"], record["preset"], record["schedule"], sampler)
+                group.rows.append(row)
+            row.records.append(record)
     for (benchmark, _, _), group in groups.items():
         order = [m.name for m in getattr(suites.get(benchmark), "methods", [])]
         group.rows.sort(key=lambda row: order.index(row.method) if row.method in order else len(order))

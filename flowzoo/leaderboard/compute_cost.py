@@ -111,6 +111,12 @@ def forward_flops_per_sample(net: nn.Module, sample_shape: tuple[int, ...], num_
     return counter.get_total_flops() / n
 
 
+def train_flops(passes: dict[str, float], forward_flops: float, batch: int, steps: int) -> float:
+    """FLOPs of a training run: per sample and step, the passes weighted by their cost in forwards."""
+    per_sample_step = forward_flops * (passes["forward"] + BACKWARD_COST * passes["backward"] + JVP_COST * passes["jvp"])
+    return float(per_sample_step * batch * steps)
+
+
 def training_compute(cfg: dict[str, Any]) -> dict[str, Any]:
     """passes_per_step, forward_flops_per_sample and train_flops for a resolved run config."""
     from flowzoo.data import create_dataset, parse_data_name
@@ -126,10 +132,9 @@ def training_compute(cfg: dict[str, Any]) -> dict[str, Any]:
     passes = passes_per_step(name, spec, steps, num_classes=max(num_classes, 1))
     net = build_network(cfg["backbone"], dataset, int(cfg.get("seed", 0)))
     flops = forward_flops_per_sample(net, tuple(dataset.sample_shape), num_classes)
-    per_sample_step = flops * (passes["forward"] + BACKWARD_COST * passes["backward"] + JVP_COST * passes["jvp"])
     return {
         "passes_per_step": passes,
         "forward_flops_per_sample": flops,
-        "train_flops": float(per_sample_step * batch * steps),
+        "train_flops": train_flops(passes, flops, batch, steps),
         "flops_estimate": f"backward = {BACKWARD_COST:g} forwards, JVP = {JVP_COST:g} forwards",
     }

@@ -70,6 +70,7 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
         "finished": finished_at(result_path),
         "versions": prov.get("versions", {}),
         "plugins": prov.get("plugins", {}),  # {"kind:name": {dist, version}} of out-of-tree entries the run used
+        "hardware": prov.get("hardware"),  # CPU model + torch CPU capability (+ GPU, driver, CUDA, cuDNN); None: not recorded
         "seed": int(prov["seed"]),
         "evaluations": evaluations,
         "reference": result.get("reference", {}),
@@ -78,6 +79,7 @@ def record_from_run(run_dir: Path, *, benchmark: str, method: str, command: str)
             "images_seen": prov["images_seen"], "wall_time_s": prov["wall_time_s"], "device": prov.get("device"),
             "world_size": prov.get("world_size"), "skipped_steps": prov.get("skipped_steps"),
             "threads": prov.get("threads"),
+            "tf32": prov.get("tf32"),  # what fp32 matmuls and convolutions ran in (None: not recorded)
         },
         "protocol": {
             "metrics": result.get("metric_info", {name: {"implementation": name} for name in result.get("metrics", [])}),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,24 @@ REQUIRED: dict[str, tuple[type, ...]] = {
 }
 COMPUTE_KEYS = ("steps", "batch_size", "images_seen", "wall_time_s")
 EVALUATION_KEYS = ("sampler", "nfe", "metrics")
+# Names that become headings, table cells and plot file names: short, and no control characters.
+NAME_FIELDS = ("benchmark", "method", "preset", "schedule", "data", "backbone")
+MAX_NAME = 120
+
+
+def _check_name(where: str, value: str) -> None:
+    if len(value) > MAX_NAME:
+        raise RecordError(f"{where} is {len(value)} characters long (at most {MAX_NAME})")
+    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Cs")), None)
+    if bad is not None:
+        raise RecordError(f"{where} holds the control character {bad!r}")
+
+
+def _check_number(where: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise RecordError(f"{where} is not a number")
+    if not math.isfinite(value):
+        raise RecordError(f"{where} is {value} (not finite: a diverged run is not a result)")
 
 
 def validate_record(record: Any) -> None:
@@ -43,6 +63,9 @@ def validate_record(record: Any) -> None:
             raise RecordError(f"the required field '{key}' is missing")
         if not isinstance(record[key], types) or (types == (int,) and isinstance(record[key], bool)):
             raise RecordError(f"field '{key}' has type {type(record[key]).__name__}")
+    for key in NAME_FIELDS:
+        if record[key] is not None:
+            _check_name(f"field '{key}'", record[key])
     for key in COMPUTE_KEYS:
         if not isinstance(record["compute"].get(key), (int, float)):
             raise RecordError(f"compute.{key} is missing or not a number")
@@ -53,9 +76,15 @@ def validate_record(record: Any) -> None:
             raise RecordError(f"evaluations[{i}] needs sampler, nfe and metrics")
         if not isinstance(ev["nfe"], int) or not isinstance(ev["metrics"], dict):
             raise RecordError(f"evaluations[{i}] has a non-integer nfe or non-mapping metrics")
+        if not isinstance(ev["sampler"], str):
+            raise RecordError(f"evaluations[{i}].sampler is not a string")
+        _check_name(f"evaluations[{i}].sampler", ev["sampler"])
         for name, value in ev["metrics"].items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise RecordError(f"evaluations[{i}].metrics.{name} is not a number")
+            _check_name(f"evaluations[{i}] metric name", name)
+            _check_number(f"evaluations[{i}].metrics.{name}", value)
+    for name, value in record["reference"].items():
+        _check_name("a reference name", name)
+        _check_number(f"reference.{name}", value)
     if "metrics" not in record["protocol"]:
         raise RecordError("protocol.metrics (the metric implementations and their hashes) is missing")
     if config_hash_of(record["config"]) != record["config_hash"]:

@@ -33,12 +33,11 @@ _NOT_A_REPO_PATH = ("github.com/", "gitlab.com/", "huggingface.co/", "arxiv.org/
 @dataclass
 class ReportedSection:
     key: str
-    benchmark: str
+    benchmarks: tuple[str, ...]  # every suite the rows are shown beside (benchmark: a name or a list)
     title: str
     metric: str
     columns: dict[str, str]
     rows: list[dict[str, Any]]
-    benchmarks: tuple[str, ...] = ()  # every suite the rows are shown beside (benchmark: a name or a list)
 
 
 def repository_paths(source: str) -> list[str]:
@@ -70,10 +69,17 @@ def load_reported(path: Path | None = None, root: Path = REPO_ROOT) -> list[Repo
         data = yaml_io.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid YAML (not UTF-8 text).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (name: {{benchmark, metric, columns, rows}}), "
+                          f"not a {type(data).__name__}.")
     sections = []
     for key, spec in data.items():
         if not isinstance(spec, dict) or not all(k in spec for k in ("benchmark", "metric", "columns", "rows")):
             raise ConfigError(f"{path}: section '{key}' needs benchmark, metric, columns and rows.")
+        if not isinstance(spec["columns"], dict) or not isinstance(spec["rows"], list):
+            raise ConfigError(f"{path}: section '{key}' needs columns as a mapping and rows as a list.")
         unknown = sorted(set(spec) - SECTION_KEYS)
         if unknown:
             raise ConfigError(f"{path}: section '{key}' has unknown key {unknown[0]!r}; known keys are "
@@ -83,6 +89,6 @@ def load_reported(path: Path | None = None, root: Path = REPO_ROOT) -> list[Repo
         benchmarks = spec["benchmark"] if isinstance(spec["benchmark"], list) else [spec["benchmark"]]
         if not benchmarks or not all(isinstance(b, str) and b for b in benchmarks):
             raise ConfigError(f"{path}: section '{key}' benchmark must be a suite name or a list of them.")
-        sections.append(ReportedSection(key, benchmarks[0], str(spec.get("title", key)), str(spec["metric"]),
-                                        dict(spec["columns"]), list(spec["rows"]), tuple(benchmarks)))
+        sections.append(ReportedSection(key, tuple(benchmarks), str(spec.get("title", key)), str(spec["metric"]),
+                                        dict(spec["columns"]), list(spec["rows"])))
     return sections

@@ -1,8 +1,9 @@
 """Table contents shared by the Markdown and HTML pages: headers and cells as plain strings.
 
-Ranking cells are "mean [95% bootstrap interval]" over seeds, detail cells "mean ± std"; `bold` marks the
-best mean per NFE (per column) within one group. The comparison table holds each method's paired
-difference to the group's reference method and its verdict (flowzoo.leaderboard.stats).
+Ranking cells are "mean [95% Student-t interval]" over seeds, detail cells "mean ± std"; `bold` marks the
+best mean per NFE (per column) within one group. The comparison table holds each row's paired
+difference to the group's reference row and its verdict, Holm-controlled across the table
+(flowzoo.leaderboard.stats); an unresolved verdict says how small a difference the seeds could resolve.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowzoo.leaderboard.aggregate import Group, mean_std
-from flowzoo.leaderboard.stats import bootstrap_ci, compare, median
+import math
+
+from flowzoo.leaderboard.stats import MAX_SEEDS_NEEDED, Comparison, compare_all, median, t_interval
 from flowzoo.leaderboard.reported import MARK, ReportedSection
 
 
@@ -32,6 +35,8 @@ def decimals_for(value: float) -> int:
 
 
 def fmt(value: float, decimals: int | None = None) -> str:
+    if not math.isfinite(value):
+        return str(value)  # nan, inf, -inf: never formatted as a number
     return f"{value:.{decimals_for(value) if decimals is None else decimals}f}"
 
 
@@ -44,15 +49,18 @@ def mean_pm_std(values: list[float]) -> str:
 
 
 def with_interval(centre: float, interval: tuple[float, float], decimals: int | None = None) -> str:
-    d = decimals_for(centre) if decimals is None else decimals
+    """"centre [lo, hi]"; only the centre where there is no finite interval (one seed, a non-finite value)."""
+    d = decimals_for(centre) if decimals is None or not math.isfinite(centre) else decimals
+    if not all(math.isfinite(x) for x in (centre, *interval)):
+        return fmt(centre, d)
     return f"{fmt(centre, d)} [{fmt(interval[0], d)}, {fmt(interval[1], d)}]"
 
 
 def mean_ci(values: list[float]) -> str:
-    """"mean [95% bootstrap interval]" over seeds."""
+    """"mean [95% Student-t interval]" over seeds."""
     if not values:
         return "–"
-    return with_interval(mean_std(values)[0], bootstrap_ci(values))
+    return with_interval(mean_std(values)[0], t_interval(values))
 
 
 def method_label(row) -> str:
@@ -89,22 +97,22 @@ def flops_cell(row) -> str:
 
 
 def ranking_table(group: Group) -> Table:
-    """Rank metric at each NFE (mean and its 95% bootstrap interval over seeds), at the lowest NFE the
+    """Rank metric at each NFE (mean and its 95% Student-t interval over seeds), at the lowest NFE the
     median, the runs seed by seed and the collapse count, then training compute: steps, images seen,
     network passes per step, estimated FLOPs and wall time."""
     nfes, metric = group.nfes, group.rank_metric
     collapse = collapse_header(group)
-    headers = ["method", "sampler", "seeds"] + [f"{metric} @ {n} NFE, mean [95% CI]" for n in nfes]
+    headers = ["method", "sampler", "seeds"] + [f"{metric} @ {n} NFE, mean [95% t-CI]" for n in nfes]
     headers += [f"median @ {nfes[0]} NFE", f"{metric} @ {nfes[0]} NFE per seed"] + ([collapse] if collapse else [])
     headers += ["steps", "images seen", "passes/step (fwd / jvp / bwd)", "train FLOPs (est.)", "train wall time (s)"]
     on_gpu = any(r["compute"].get("gpu_hours") is not None for row in group.rows for r in row.records)
     headers += ["GPU-hours (train wall x GPUs)"] if on_gpu else []
     rows, bold = [], set()
     for i, row in enumerate(group.rows):
-        cells = [method_label(row), row.sampler, seeds_cell(row)]
+        cells = [row_label(row, group), row.sampler, seeds_cell(row)]
         for j, nfe in enumerate(nfes):
             cells.append(mean_ci(row.values(nfe, metric)))
-            if group.best(nfe) == row.method:
+            if group.best(nfe) is row:
                 bold.add((i, 3 + j))
         lowest = row.values(nfes[0], metric)
         per_seed = [v for _, v in sorted(row.seed_values(nfes[0], metric))]
@@ -121,28 +129,61 @@ def ranking_table(group: Group) -> Table:
     return Table(headers, rows, bold)
 
 
+def row_label(row, group: Group) -> str:
+    """The method, and its sampler where the group has another row of the same method."""
+    label = method_label(row)
+    if sum(r.method == row.method for r in group.rows) > 1:
+        label += f" [{row.sampler}]"
+    return label
+
+
+def comparisons(group: Group) -> dict[tuple[int, int], Comparison]:
+    """{(row index, NFE): Comparison} against the reference row, Holm-controlled over the whole table."""
+    ref, metric = group.reference_row, group.rank_metric
+    cells = {(i, nfe): (row.by_seed(nfe, metric), ref.by_seed(nfe, metric))
+             for i, row in enumerate(group.rows) if row is not ref for nfe in group.nfes}
+    return compare_all(cells, group.lower_is_better)
+
+
+def comparisons_count(group: Group) -> int:
+    """Holm's m for this table: the comparisons with enough paired seeds to be tested."""
+    return next((c.tests for c in comparisons(group).values()), 0)
+
+
+def verdict_cell(c: Comparison) -> str:
+    """The verdict; unresolved, with the smallest difference these seeds could resolve and the seeds the
+    observed difference would need at the observed spread."""
+    if not c.verdict.startswith("not resolved") or not math.isfinite(c.resolvable):
+        return c.verdict
+    needed = "" if c.seeds_needed is None else (
+        f"; ~{c.seeds_needed} seeds for this Δ" if c.seeds_needed <= MAX_SEEDS_NEEDED else f"; >{MAX_SEEDS_NEEDED} seeds for this Δ")
+    return f"{c.verdict} (resolvable: |Δ| ≥ {fmt(c.resolvable)}{needed})"
+
+
 def comparison_table(group: Group) -> Table | None:
-    """Each method minus the reference method on paired seeds, per NFE: the mean difference, its 95%
-    bootstrap interval, and the verdict (flowzoo.leaderboard.stats.compare)."""
+    """Each row minus the reference row on paired seeds, per NFE: the mean difference, its 95% Student-t
+    interval, and the verdict (Holm-Bonferroni over the table's comparisons; flowzoo.leaderboard.stats)."""
     if len(group.rows) < 2:
         return None
     ref, metric = group.reference_row, group.rank_metric
+    table_comparisons = comparisons(group)
     headers = ["method", "paired seeds"]
     for n in group.nfes:
-        headers += [f"Δ {metric} @ {n} NFE vs {ref.method}, mean [95% CI]", f"verdict @ {n} NFE"]
+        headers += [f"Δ {metric} @ {n} NFE vs {row_label(ref, group)}, mean [95% t-CI]", f"verdict @ {n} NFE"]
     rows, bold = [], set()
-    for row in group.rows:
+    for i, row in enumerate(group.rows):
         if row is ref:
             continue
-        cells, n_paired = [method_label(row)], 0
+        cells, n_paired = [row_label(row, group)], 0
         for nfe in group.nfes:
-            c = compare(row.by_seed(nfe, metric), ref.by_seed(nfe, metric), group.lower_is_better)
+            c = table_comparisons.get((i, nfe))
             if c is None:
                 cells += ["–", "–"]
                 continue
             n_paired = max(n_paired, c.n)
-            d = max(decimals_for(c.interval[0]), decimals_for(c.interval[1]), decimals_for(c.mean_difference))
-            cells += [with_interval(c.mean_difference, c.interval, d), c.verdict]
+            finite = [x for x in (*c.interval, c.mean_difference) if math.isfinite(x)]
+            d = max(decimals_for(x) for x in finite) if finite else None
+            cells += [with_interval(c.mean_difference, c.interval, d), verdict_cell(c)]
         rows.append(cells[:1] + [str(n_paired)] + cells[1:])
     return Table(headers, rows, bold)
 
@@ -153,8 +194,8 @@ def detail_table(group: Group, nfe: int = 1) -> Table:
     headers = ["method"] + metrics
     rows, bold = [], set()
     for i, row in enumerate(group.rows):
-        rows.append([method_label(row)] + [mean_pm_std(row.values(nfe, m)) for m in metrics])
-        if group.best(nfe) == row.method and group.rank_metric in metrics:
+        rows.append([row_label(row, group)] + [mean_pm_std(row.values(nfe, m)) for m in metrics])
+        if group.best(nfe) is row and group.rank_metric in metrics:
             bold.add((i, 1 + metrics.index(group.rank_metric)))
     return Table(headers, rows, bold)
 

@@ -17,6 +17,7 @@ live inside the wrapped forward and gradients always synchronise (DESIGN.md §4)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from flowzoo.objectives.target import AlphaTarget, alpha_target_parts, loss_deco
 from flowzoo.objectives.jvp import get_jvp_backend
 from flowzoo.objectives.time_samplers import apply_fm_ratio
 from flowzoo.objectives.velocity import ConditionedVelocity
+from flowzoo.precision import full_fp32
 from flowzoo.registry import SHIFT_VELOCITIES, TIME_SAMPLERS, WEIGHTINGS
 
 
@@ -155,8 +157,26 @@ class UnifiedObjective(nn.Module):
         alpha_draws = torch.rand(batch, generator=generator, device=device) if self.alpha_schedule.random_draws else None
         return DrawnBatch(e, t.to(x.dtype), r.to(x.dtype), labels, dropped, alpha_draws)
 
-    def forward(self, x: Tensor, y: Tensor | None = None, step: int = 0, generator=None) -> tuple[Tensor, dict]:
-        return self.loss(x, self.draw(x, y, step, generator), step)
+    def forward(self, x: Tensor, y: Tensor | None = None, step: int = 0, generator=None,
+                drawn: DrawnBatch | None = None) -> tuple[Tensor, dict]:
+        """The loss and metrics of one step on data x with labels y, its randomness drawn from ``generator``;
+        given ``drawn``, on those draws instead (gradient accumulation draws the whole batch once and passes
+        each round its rows; y and generator are then unused)."""
+        return self.loss(x, self.draw(x, y, step, generator) if drawn is None else drawn, step)
+
+    @staticmethod
+    def merge_metrics(parts: list[tuple[int, dict[str, Tensor]]]) -> dict[str, Tensor]:
+        """The metrics of a batch from those of its parts, (size, metrics) each (gradient accumulation's
+        rounds): every metric is a mean over the samples, so their size-weighted mean, except alpha_batch, a
+        mean over the r < t samples, which are size (1 - fm_ratio) of each part (r <= t always)."""
+        total = sum(size for size, _ in parts)
+        merged = {key: sum(m[key] * (size / total) for size, m in parts) for key in parts[0][1]}
+        merged["alpha"] = parts[0][1]["alpha"]  # the schedule's value at this step, the same in every part
+        counts = [torch.round(size * (1 - m["fm_ratio"])) for size, m in parts]  # on the device: no host sync
+        bootstrapped = sum(counts)
+        weighted = sum(m["alpha_batch"] * n for n, (_, m) in zip(counts, parts))  # a part without any reports 1
+        merged["alpha_batch"] = torch.where(bootstrapped > 0, weighted / bootstrapped.clamp(min=1), 1.0)
+        return merged
 
     def loss(self, x: Tensor, drawn: DrawnBatch, step: int) -> tuple[Tensor, dict]:
         """The loss for data x given the step's randomness (split from ``draw`` so tests and the gradient
@@ -222,11 +242,16 @@ def target_precision_in_effect(config: ObjectiveConfig, device_type: str) -> str
     return "bf16" if training_in_bf16 and jvp_name != "finite_difference" else "fp32"
 
 
+@contextlib.contextmanager
 def target_autocast(config: ObjectiveConfig, device_type: str):
-    """The autocast state the target is computed under: off (fp32), or bf16 for the network calls."""
+    """The precision the target is computed in: bf16 autocast for the network calls, or full fp32 (autocast
+    off and TF32 off for matmuls and convolutions, whatever train.tf32 says: flowzoo/precision.py)."""
     if target_precision_in_effect(config, device_type) == "bf16":
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-    return torch.autocast(device_type=device_type, enabled=False)
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            yield
+        return
+    with torch.autocast(device_type=device_type, enabled=False), full_fp32():
+        yield
 
 
 @dataclass
@@ -239,6 +264,11 @@ class DrawnBatch:
     labels: Tensor | None  # after label dropout
     dropped: Tensor  # bool (B,)
     alpha_draws: Tensor | None = None  # U(0, 1) per sample, for random alpha schedules (SplitMeanFlow)
+
+    def rows(self, rows: slice) -> "DrawnBatch":
+        """The draws of the samples ``rows`` (one gradient-accumulation round's share of the batch)."""
+        values = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return DrawnBatch(*(None if v is None else v[rows] for v in values))
 
 
 @dataclass

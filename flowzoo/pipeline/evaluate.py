@@ -20,6 +20,12 @@ from flowzoo.samplers import sample
 from flowzoo.samplers.noise import SampleNoise, noise_block, starting_noise
 
 
+def shard(num_samples: int, rank: int, world_size: int) -> list[int]:
+    """The contiguous share of sample indices 0 .. num_samples - 1 that `rank` of `world_size` generates
+    (rank order = index order, so rank 0 gathers the shares by concatenation)."""
+    return list(range(num_samples * rank // world_size, num_samples * (rank + 1) // world_size))
+
+
 def generate(model: nn.Module, dataset, sampler: str, nfe: int, num_samples: int, seed: int,
              guidance: float = 1.0, batch_size: int | None = None,
              indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -44,6 +50,11 @@ def generate(model: nn.Module, dataset, sampler: str, nfe: int, num_samples: int
         chunks.append(sample(sampler, model, noise, nfe=nfe, cond=cond, guidance=guidance,
                              generator=SampleNoise(seed, chunk)).cpu())
     return torch.cat(chunks), labels
+
+
+def figure_count(dataset, num_samples: int) -> int:
+    """How many samples write_samples_figure shows: every one for a 2-D toy's scatter, else a 10 x 10 grid."""
+    return num_samples if len(dataset.sample_shape) == 1 else 100
 
 
 @contextmanager
@@ -92,23 +103,41 @@ def write_samples_figure(x: torch.Tensor, dataset, path: Path, seed: int = 0, ti
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, samplers: dict[str, list[int]], *, num_samples: int, seed: int,
              samples_dir: Path | None = None, guidance: float = 1.0, objective: str | None = None,
-             step: int | None = None) -> dict:
+             step: int | None = None, env=None) -> dict | None:
     """{"results": {"sampler@nfe": {metric: value}}, "reference": {metric: value}}.
 
+    With `env` (flowzoo.train.distributed.DistEnv) of several ranks, each rank generates its contiguous share
+    of the samples and summarises it per metric (features, for FID and FVD); rank 0 gathers the summaries,
+    computes the numbers and writes the figures, and returns the record (other ranks return None). The
+    samples, and so the numbers, are those of one process: every sample depends only on (seed, index).
     `objective` and `step` only title the sample figures written to `samples_dir`."""
+    from flowzoo.train.distributed import DistEnv, gather_to_main
+
+    env = env or DistEnv()
     metrics = metrics_for(dataset, seed=seed)
-    reference: dict[str, float] = {}
-    for metric in metrics.values():
-        reference.update(metric.reference(dataset))
     results: dict[str, dict[str, float]] = {}
+    indices = shard(num_samples, env.rank, env.world_size)
     with eval_mode(model):
         for sampler, nfes in samplers.items():
             for nfe in nfes:
-                x, labels = generate(model, dataset, sampler, int(nfe), num_samples, seed, guidance)
-                results[f"{sampler}@{nfe}"] = measure(metrics, x, labels, dataset)
+                x, labels = generate(model, dataset, sampler, int(nfe), num_samples, seed, guidance, indices=indices)
+                parts = {name: gather_to_main(metric.summarise(x, labels, dataset), env) for name, metric in metrics.items()}
+                shown = gather_to_main(x[:figure_count(dataset, num_samples)], env)  # the first samples by index
+                if not env.is_main:
+                    continue
+                results[f"{sampler}@{nfe}"] = {k: v for name, metric in metrics.items()
+                                               for k, v in metric.finish(parts[name], dataset).items()}
                 if samples_dir is not None:
                     title = figure_title(objective, sampler, int(nfe), step, seed, guidance)
-                    write_samples_figure(x, dataset, Path(samples_dir) / f"{sampler}-nfe{nfe}.png", seed, title, labels)
+                    figure = torch.cat(shown)[:figure_count(dataset, num_samples)]
+                    figure_labels = None if labels is None else balanced_labels(num_samples, dataset.num_classes)[:len(figure)]
+                    write_samples_figure(figure, dataset, Path(samples_dir) / f"{sampler}-nfe{nfe}.png", seed, title,
+                                         figure_labels)
+    if not env.is_main:
+        return None
+    reference: dict[str, float] = {}
+    for metric in metrics.values():
+        reference.update(metric.reference(dataset))
     record = {"results": results, "reference": reference, "metrics": sorted(metrics)}
     info = {name: m.info(dataset) for name, m in metrics.items() if hasattr(m, "info")}
     if info:  # what a metric was measured against (e.g. FID reference statistics and their sha256)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from flowzoo import run_lock, yaml_io
+from flowzoo import atomic, run_lock, yaml_io
 from flowzoo.backbones import create_backbone
 from flowzoo.config import ConfigError, build_dataclass, config_hash, load_yaml
 from flowzoo.data import create_dataset, parse_data_name
@@ -33,7 +32,7 @@ from flowzoo.pipeline.provenance import plugins_used, provenance
 from flowzoo.atomic import atomic_write_text, write_json
 from flowzoo.backbones.prediction import PREDICTIONS, apply_prediction
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
-from flowzoo.train import TrainOptions, train
+from flowzoo.train import TrainingDiverged, TrainOptions, distributed, train
 from flowzoo.train.checkpoint import find_latest
 
 
@@ -52,13 +51,15 @@ def default_out(cfg: dict[str, Any], schedule_name: str | None) -> Path:
     return Path("runs") / "-".join(parts)
 
 
-def build_network(spec: dict[str, Any], dataset, seed: int) -> torch.nn.Module:
-    """The backbone sized for the dataset: sample_shape for MLPs, input_size/in_channels (+ num_frames) for (video) DiTs."""
+def build_network(spec: dict[str, Any], dataset, seed: int, *, trusted: bool = True) -> torch.nn.Module:
+    """The backbone sized for the dataset: sample_shape for MLPs, input_size/in_channels (+ num_frames) for (video) DiTs.
+
+    ``trusted=False`` for a spec read from a run directory (data): a registered backbone only, never an import path."""
     args = {k: v for k, v in spec.items() if k not in ("name", "prediction")}
     prediction = spec.get("prediction", "u")  # what the raw output means (backbones/prediction.py)
     if prediction not in PREDICTIONS:
         raise ConfigError(f"backbone.prediction must be one of {', '.join(PREDICTIONS)}, not {prediction!r}.")
-    factory = BACKBONES.get(spec["name"])
+    factory = BACKBONES.get(spec["name"], trusted=trusted)
     params = inspect.signature(factory).parameters
     shape = tuple(dataset.sample_shape)
     if "sample_shape" in params:
@@ -77,7 +78,34 @@ def build_network(spec: dict[str, Any], dataset, seed: int) -> torch.nn.Module:
         args.setdefault("input_size", shape[-1])
     args.setdefault("num_classes", dataset.num_classes)
     torch.manual_seed(seed)  # the initial weights depend on the seed only
-    return apply_prediction(create_backbone(spec["name"], **args), prediction)
+    return apply_prediction(create_backbone(spec["name"], trusted=trusted, **args), prediction)
+
+
+def check_out_folder(out: Path) -> None:
+    """One sentence, before anything is built, when --out cannot be a folder: it (or a folder above it) is a
+    file, or a symbolic link that leads nowhere (a loop or a missing target)."""
+    for path in (out, *out.parents):
+        if path.is_symlink() and not path.exists():
+            raise ConfigError(f"--out {out}: {path} is a symbolic link that leads nowhere (a loop or a missing "
+                              f"target); pass another folder.")
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"--out {out}: {path} is a file, not a folder; pass another --out.")
+            return
+
+
+def holds_outputs(out: Path) -> bool:
+    """Whether a run directory holds anything training made. A run that failed before its first step
+    (a bad lr, no memory for the batch) leaves only config.yaml, the lock file and an empty metrics.jsonl:
+    that is not a run, and a corrected command may take the folder."""
+    for path in out.rglob("*"):
+        if path.is_dir() or atomic.is_temp(path) or (path.parent == out
+                                                     and path.name in ("config.yaml", run_lock.LOCK_NAME)):
+            continue
+        if path == out / "metrics.jsonl" and not path.read_bytes().strip():
+            continue
+        return True
+    return False
 
 
 def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
@@ -85,7 +113,7 @@ def check_run_dir(out: Path, cfg: dict[str, Any]) -> None:
     saved = out / "config.yaml"
     if saved.is_file():
         previous = load_yaml(saved)  # a torn config.yaml is one sentence, not a traceback
-        if config_hash(previous) != config_hash(cfg):
+        if config_hash(previous) != config_hash(cfg) and holds_outputs(out):
             raise ConfigError(
                 f"{out} holds a run with a different config (see {saved}); pass a different --out to start a new run."
             )
@@ -107,6 +135,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     cfg = dict(cfg)
     cfg["data"] = {**cfg["data"], "name": parse_data_name(cfg["data"]["name"])}
     out = Path(cfg.get("out") or default_out(cfg, schedule_name))
+    check_out_folder(out)
     cfg["out"] = str(out)
     seed = int(cfg["seed"])
 
@@ -115,6 +144,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     if quiet:
         train_values["quiet"] = True
     options = build_dataclass(TrainOptions, train_values, "train")
+    options.per_rank(distributed.launched_world_size())  # batch_size / batch_per_device that do not split: say so now
     eval_options = build_dataclass(EvalOptions, dict(cfg.get("eval", {})), "eval")
     objective_spec = dict(cfg["objective"])
     objective_name = objective_spec.pop("name")
@@ -127,7 +157,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     objective = create_objective(objective_name, net, total_steps=options.steps, **objective_spec)
     check_run_dir(out, cfg)
     done = finished_training_step(out, options.steps)
-    if done is not None and os.environ.get("RANK", "0") == "0":
+    if done is not None and run_lock.is_main_process():
         console.print(f"{out} already finished training at step {done}; re-evaluating its checkpoint "
                       "(use --out to start a new run).", soft_wrap=True)
     for metric in metrics_for(dataset, seed=seed).values():  # e.g. FVD without its I3D file: say so before training
@@ -151,6 +181,16 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
         evaluation = evaluate(state.ema_net, dataset, samplers, num_samples=eval_options.num_samples, seed=seed,
                               samples_dir=out / "samples", guidance=eval_options.guidance,
                               objective=objective_name, step=state.step)
+        not_finite = nonfinite_metrics(evaluation)
+        if not_finite:  # NaN must not reach the leaderboard as a result; the run's other files stay
+            console.print(results_table(f"{objective_name} on {cfg['data']['name']} (not finite)", evaluation["results"],
+                                        evaluation["reference"]))
+            skipped = f"; {state.skipped_steps} of {state.step} training steps were not finite and were skipped" \
+                if state.skipped_steps else ""
+            raise MetricsNotFinite(
+                f"the final metrics of {out} are not finite ({', '.join(not_finite[:4])}"
+                f"{', ...' if len(not_finite) > 4 else ''}{skipped}), so no result.json was written (its checkpoints "
+                f"and metrics.jsonl are kept): lower train.lr or check the data, then run again with a new --out.")
         record = {
             "objective": objective_name,
             "schedule": schedule_name,
@@ -163,6 +203,22 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
         write_json(out / "result.json", record)
         print_summary(console, record, out)
         return record
+
+
+class MetricsNotFinite(TrainingDiverged):
+    """A run whose final metrics (or reference numbers) are NaN or infinite: exit non-zero, no result.json."""
+
+
+def nonfinite_metrics(evaluation: dict[str, Any]) -> list[str]:
+    """"sampler@nfe metric = value" for every NaN or infinite number of an evaluation (results and reference)."""
+    import math
+
+    def bad(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not math.isfinite(value)
+
+    found = [f"{key} {name} = {value}" for key, row in evaluation["results"].items() for name, value in row.items()
+             if bad(value)]
+    return found + [f"reference {name} = {value}" for name, value in evaluation.get("reference", {}).items() if bad(value)]
 
 
 class PreviewHook:

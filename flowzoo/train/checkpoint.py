@@ -90,15 +90,38 @@ def write_checkpoint(out_dir: str | os.PathLike, state: dict, step: int, periodi
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint without unpickling code (weights_only=True)."""
+    """Load a checkpoint without unpickling code (weights_only=True); one that loads but is not flowzoo's
+    (no model, ema and step, e.g. a bare state_dict) is a CheckpointError too."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        contents = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         # Only the error's kind: torch's weights-only message spans lines and suggests weights_only=False.
         raise CheckpointError(
             f"cannot read checkpoint {path}: it is torn or not a flowzoo checkpoint ({type(exc).__name__}); "
             f"pass one of the run's step-*.pt, or run the same `flowzoo run` again to resume from the newest readable one."
         ) from exc
+    if not (isinstance(contents, dict) and isinstance(contents.get("model"), dict)
+            and isinstance(contents.get("ema"), list) and "step" in contents):
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it loads, but it is not a flowzoo checkpoint (no model, ema and step); "
+            f"pass checkpoints/latest.pt or a step-*.pt written by `flowzoo run`.")
+    return contents
+
+
+def load_weights(net: torch.nn.Module, state_dict: dict, path: str | os.PathLike) -> None:
+    """``net.load_state_dict(state_dict)``, or one sentence naming ``path`` when the weights are another
+    network's (another backbone size, or a file put in the wrong run directory)."""
+    try:
+        net.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} holds weights of another network ({first_mismatch(exc)}); pass a checkpoint "
+                              f"of this run, or the run directory it was trained in.") from None
+
+
+def first_mismatch(exc: RuntimeError) -> str:
+    """The first offending tensor of torch's load_state_dict error (one line of its many)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else "shapes differ").rstrip(".")
 
 
 def set_aside(path: Path) -> Path:
@@ -134,11 +157,13 @@ def load_resume_point(out_dir: str | os.PathLike, is_usable: Callable[[Any], boo
             if unreadable:
                 if writer and path.name != LATEST:  # latest.pt is again the newest readable state
                     atomic_copy(path, directory / LATEST)
-                say(f"{', '.join(unreadable)} could not be read; resuming from {path} (step {contents['step']}).")
+                say(f"{', '.join(unreadable)} could not be read (torn, or not a checkpoint of this run's network); "
+                    f"resuming from {path} (step {contents['step']}).")
             return path, contents
         unreadable.append(f"{path} (set aside as {set_aside(path).name})" if writer else str(path))
     if unreadable:
-        say(f"{', '.join(unreadable)} could not be read and no readable checkpoint is left; starting from step 0.")
+        say(f"{', '.join(unreadable)} could not be read (torn, or not a checkpoint of this run's network) and no "
+            f"readable checkpoint is left; starting from step 0.")
     return None
 
 

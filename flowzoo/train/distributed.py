@@ -115,6 +115,16 @@ def setup(device: str = "auto") -> DistEnv:
     return DistEnv(rank, local_rank, world_size, dev, owns)
 
 
+def launched_world_size() -> int:
+    """The number of processes torchrun launched (WORLD_SIZE; 1 without it), readable before ``setup``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def wrap_objective(objective: nn.Module, env: DistEnv) -> nn.Module:
     """DDP around the objective (never the bare network) on a world of more than one; else unchanged."""
     if not env.distributed:
@@ -312,6 +322,16 @@ def gather_objects(obj, env: DistEnv) -> list:
         return [obj]
     out = [None] * env.world_size
     dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_to_main(obj, env: DistEnv) -> list | None:
+    """One object per rank in rank order on rank 0 (None elsewhere): evaluation summaries, so only rank 0
+    holds every rank's features."""
+    if not env.distributed:
+        return [obj]
+    out = [None] * env.world_size if env.is_main else None
+    dist.gather_object(obj, out, dst=0)
     return out
 
 

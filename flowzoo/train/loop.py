@@ -10,7 +10,8 @@ and, on CPU, ends bit for bit where an uninterrupted run would have. What makes 
   - schedules (alpha, fm_ratio, LR warm-up, EMA ramp-up) are pure functions of the step.
 Under torchrun each rank trains on batch_size / world_size samples and DDP averages the gradients
 (or, with ``parallel="fsdp"``, FSDP2 shards the network's blocks and reduce-scatters them: see
-flowzoo/train/distributed.py for what is sharded, saved and refused).
+flowzoo/train/distributed.py for what is sharded, saved and refused). With ``batch_per_device`` a rank's
+share runs in several forward/backward rounds of one full-batch draw (flowzoo/train/accumulation.py).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from flowzoo.train import checkpoint, distributed, interrupt
+from flowzoo.precision import set_tf32
+from flowzoo.train import accumulation, checkpoint, distributed, interrupt
 from flowzoo.train.ema import EMA
 from flowzoo.train.metrics import MetricsLog, MetricWindow
 from flowzoo.train.options import TrainOptions
 from flowzoo.train.progress import TrainProgress
-from flowzoo.train.state import TrainState, checkpoint_contents, is_training_checkpoint, restore, rng_state
+from flowzoo.train.state import (TrainState, checkpoint_contents, fits_network, is_training_checkpoint, restore,
+                                 rng_state)
 
 Hook = Callable[[int, TrainState], None]
 
@@ -109,10 +112,9 @@ def train(
     distributed.check_parallel(opts.parallel, objective, opts.compile)  # what FSDP2 cannot run, in one sentence
 
     with distributed.session(opts.device) as env:  # joins torchrun's world; destroys the group on exit
-        if opts.batch_size % env.world_size:
-            raise ValueError(f"batch_size {opts.batch_size} is not divisible by the {env.world_size} processes; "
-                             f"pick a multiple of {env.world_size}.")
-        local_batch = opts.batch_size // env.world_size
+        local_batch, rounds = opts.per_rank(env.world_size)  # samples per rank, forward/backward rounds per step
+        if rounds > 1:
+            accumulation.check_objective(objective)
         device = env.device
 
         # Network, EMA(s), optimizer, data.
@@ -135,7 +137,9 @@ def train(
         # Resume: the same command continues from checkpoints/latest.pt.
         ckpt_dir = checkpoint.checkpoint_dir(opts.out_dir)
         # An unreadable latest.pt falls back to the newest readable periodic one and is set aside.
-        resumed = checkpoint.load_resume_point(opts.out_dir, is_training_checkpoint, writer=env.is_main,
+        # So does one of another network (e.g. another backbone size): both are set aside, never overwritten.
+        usable = lambda ckpt: is_training_checkpoint(ckpt) and fits_network(net, ckpt)  # noqa: E731
+        resumed = checkpoint.load_resume_point(opts.out_dir, usable, writer=env.is_main,
                                                say=lambda line: env.is_main and print(line, file=sys.stderr))
         if resumed is not None:
             restore(state, resumed[1], stream, resumed[0])
@@ -156,6 +160,8 @@ def train(
         if opts.compile:
             model = torch.compile(model)
         bf16 = opts.precision == "bf16" or (opts.precision == "auto" and device.type == "cuda")
+        set_tf32(opts.tf32)  # explicit for matmuls and convolutions alike: torch's defaults differ by op
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
         params = [p for p in net.parameters() if p.requires_grad]
         window = MetricWindow(device)
         window_start, window_steps = time.perf_counter(), 0
@@ -180,9 +186,12 @@ def train(
 
                 # Step k's randomness depends on (seed, rank, k) only, so a resumed run redraws it exactly.
                 generator = torch.Generator(device).manual_seed(mix_seed(OBJECTIVE_SEED, opts.seed, env.rank, k))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss, metrics = model(x, y, k, generator)  # the objective computes its target in fp32
-                loss.backward()
+                if rounds == 1:
+                    with autocast():
+                        loss, metrics = model(x, y, k, generator)  # the objective computes its target in fp32
+                    loss.backward()
+                else:  # the same draws, in rounds of batch_per_device rows; gradients synchronised in the last
+                    loss, metrics = accumulation.forward_backward(model, objective, x, y, k, generator, rounds, autocast)
                 grad_norm = clip_gradients(params, opts.grad_clip)
 
                 # One host sync per step: a non-finite step must reach neither Adam nor the EMA, on any rank.

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from flowzoo import fault_hook
+from flowzoo.jsonl import line_step, named_errors
 
 from flowzoo.train import distributed
 from flowzoo.train.distributed import DistEnv
@@ -66,24 +70,41 @@ class MetricsLog:
         self.close()
 
     def _truncate_after(self, step: int) -> None:
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:  # a line torn by a kill mid-write
-                continue
+        kept, unreadable = [], []
+        data = self.path.read_bytes()
+        lines = data.splitlines()
+        for number, raw in enumerate(lines, 1):
+            parsed = line_step(raw)
+            if parsed is None:  # torn by a kill mid-write, binary junk, or a step like 1e999
+                torn = number == len(lines) and not data.endswith(b"\n")  # routine after a kill: no note
+                if raw.strip() and not torn:
+                    unreadable.append(number)
+            elif parsed[0] <= step:
+                kept.append(raw.decode(errors="replace"))
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        with named_errors(self.path):
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            if unreadable:  # the file as it was stays beside the cleaned one (a hard link: no copy, no window)
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                aside = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
+                try:
+                    os.link(self.path, aside)
+                except FileExistsError:
+                    pass
+                except OSError:
+                    shutil.copy2(self.path, aside)
+                shown = ", ".join(map(str, unreadable[:5])) + (", ..." if len(unreadable) > 5 else "")
+                print(f"{self.path}: line {shown} unreadable and left out (the file as it was is kept as "
+                      f"{aside.name}); resuming at step {step}.", file=sys.stderr)
+            os.replace(tmp, self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
             line = json.dumps(record) + "\n"
-            fault_hook.mid_write(self.path, self._file, line)  # tests only: a torn last line or a full disk
-            self._file.write(line)
-            self._file.flush()
+            with named_errors(self.path):
+                fault_hook.mid_write(self.path, self._file, line)  # tests only: a torn last line or a full disk
+                self._file.write(line)
+                self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:

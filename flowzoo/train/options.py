@@ -2,6 +2,14 @@
 
 Durations are counted in optimizer steps; ``images_seen = step * batch_size`` (the global batch) is
 tracked and logged alongside. Defaults are the published ImageNet-256 recipe (reference/recipes.yaml).
+
+Gradient accumulation (EDM2's ``batch_gpu``): ``batch_per_device`` = n runs each rank's share of a step,
+batch_size / world_size samples, as (batch_size / world_size) / n forward/backward rounds of n samples,
+with one gradient synchronisation and one optimizer step at the end; the step's draws (noise, t, r, the
+fm_ratio split, label drops) are those of the whole per-rank batch, so the step equals the step without
+accumulation (to float round-off; flowzoo/train/accumulation.py). E.g. the recipe's global batch 256 on
+8 GPUs that fit 16 samples each: 32 per rank, batch_per_device 16, two rounds per step. None (the default)
+is one round of the whole per-rank batch. A run may resume with another value (e.g. on other GPUs).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ class TrainOptions:
     out_dir: str = "runs/default"  # checkpoints/, metrics.jsonl and hook outputs go here; rerun to resume
     steps: int = 400_000  # total optimizer steps (including skipped non-finite ones)
     batch_size: int = 256  # GLOBAL batch; each of the world's ranks gets batch_size / world_size
+    batch_per_device: int | None = None  # samples per forward/backward round per rank (gradient accumulation); None = one round
     seed: int = 0  # seeds the data stream and every step's objective generator (with rank and step)
     lr: float = 1e-4  # Adam learning rate after warm-up
     betas: tuple[float, float] = (0.9, 0.95)  # Adam betas (recipe)
@@ -30,6 +39,7 @@ class TrainOptions:
     ema_halflives: list[float] = field(default_factory=lambda: [6931.0])  # one EMA per halflife, in steps
     ema_rampup_ratio: float | None = 0.05  # effective halflife = min(halflife, ratio * step); None = off
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16 (autocast)
+    tf32: bool = False  # TF32 for fp32 matmuls and cuDNN convolutions alike (never inside an fp32 target); flowzoo/precision.py
     compile: bool = False  # torch.compile the (DDP-wrapped) objective module
     parallel: str = "ddp"  # under torchrun: ddp (DDP around the objective) | fsdp (FSDP2 shards of the network's blocks; train/distributed.py)
     checkpoint_every: int = 5_000  # write checkpoints/latest.pt and step-XXXXXXXX.pt every this many steps
@@ -49,6 +59,9 @@ class TrainOptions:
             problems.append(f"steps must be >= 0 (got {self.steps})")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
+        elif self.batch_per_device is not None and (self.batch_per_device < 1 or self.batch_size % self.batch_per_device):
+            problems.append(f"batch_per_device must be a positive divisor of the per-rank batch, batch_size / world_size, "
+                            f"or null (got {self.batch_per_device} with batch_size {self.batch_size})")
         for name in ("checkpoint_every", "log_every", "sample_every", "max_nonfinite"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
@@ -66,6 +79,21 @@ class TrainOptions:
             problems.append(f"grad_clip must be > 0 or None (got {self.grad_clip})")
         if problems:
             raise ValueError("invalid training options: " + "; ".join(problems) + ".")
+
+    def per_rank(self, world_size: int) -> tuple[int, int]:
+        """(samples per rank per step, forward/backward rounds per step) on a world of ``world_size``;
+        a batch_size or batch_per_device that does not split evenly is refused in one sentence."""
+        if self.batch_size % world_size:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by the {world_size} processes; "
+                             f"pick a multiple of {world_size}.")
+        local = self.batch_size // world_size
+        per_round = local if self.batch_per_device is None else self.batch_per_device
+        if local % per_round:
+            divisors = [d for d in range(1, local + 1) if local % d == 0]
+            raise ValueError(f"train.batch_per_device {per_round} does not divide the per-rank batch {local} "
+                             f"(batch_size {self.batch_size} over {world_size} processes); pick one of "
+                             f"{', '.join(map(str, divisors))}, or null for one round per step.")
+        return local, local // per_round
 
     @property
     def total_images(self) -> int:

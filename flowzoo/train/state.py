@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from flowzoo.train import distributed
-from flowzoo.train.checkpoint import CheckpointError
+from flowzoo.train.checkpoint import CheckpointError, first_mismatch
 from flowzoo.train.ema import EMA
 from flowzoo.train.options import TrainOptions
 
@@ -115,6 +115,13 @@ def is_training_checkpoint(ckpt: Any) -> bool:
     return isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and "step" in ckpt
 
 
+def fits_network(net: nn.Module, ckpt: dict[str, Any]) -> bool:
+    """Whether the checkpoint's model weights have ``net``'s names and shapes (not another backbone size's)."""
+    own, saved = net.state_dict(), ckpt.get("model")
+    return (isinstance(saved, dict) and set(own) == set(saved)
+            and all(tuple(own[k].shape) == tuple(getattr(saved[k], "shape", ())) for k in own))
+
+
 def restore(state: TrainState, ckpt: dict[str, Any], stream, path: Path) -> None:
     """Load ``ckpt`` into ``state`` and this rank's data stream; refuse what cannot continue exactly."""
     if ckpt.get("format") != FORMAT:
@@ -135,7 +142,11 @@ def restore(state: TrainState, ckpt: dict[str, Any], stream, path: Path) -> None
     if len(ckpt["ema"]) != len(state.emas):
         raise CheckpointError(f"{path} holds {len(ckpt['ema'])} EMA(s) but this run asks for {len(state.emas)}; "
                               f"keep ema_halflives as in the original run.")
-    distributed.load_model_state(state.net, ckpt["model"])  # a sharded network keeps this rank's shards
+    try:
+        distributed.load_model_state(state.net, ckpt["model"])  # a sharded network keeps this rank's shards
+    except RuntimeError as exc:  # torch's message lists every mismatched tensor, one per line
+        raise CheckpointError(f"{path} holds weights of another network ({first_mismatch(exc)}); resume with the "
+                              f"backbone it was trained with, or pass a new --out.") from None
     for ema, ema_state in zip(state.emas, ckpt["ema"]):
         ema.load_state_dict(ema_state)
     distributed.load_optimizer_state(state.net, state.optimizer, ckpt["optimizer"])

@@ -26,6 +26,9 @@ from flowzoo.data.kinetics.decoders import Decoder
 # so we take every 2nd frame: 31 frames, ~1.2 s. The stride is part of the data: generated clips are
 # compared with real clips drawn with the same stride, and the stride is recorded in the run config.
 FRAMES, STRIDE, RESOLUTION = 16, 2, 64
+# What FVD's real side is (its protocol records it): clips of the source videos, or VAE reconstructions of
+# cached latents (a latent cache whose videos are gone). They are different references, never ranked together.
+REAL_CLIPS, RECONSTRUCTIONS = "real clips", "VAE reconstructions"
 
 
 @dataclass(frozen=True)

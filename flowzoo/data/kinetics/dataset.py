@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from flowzoo.data.kinetics.annotations import SPLIT_FOLDERS, class_names, find_annotations, locate_videos, read_annotations
-from flowzoo.data.kinetics.clips import ClipReader, ClipSpec, display_frames, to_uint8, to_unit
+from flowzoo.data.kinetics.clips import REAL_CLIPS, ClipReader, ClipSpec, display_frames, to_uint8, to_unit
 from flowzoo.data.kinetics.decoders import get_decoder
 from flowzoo.data.stream import EPOCH, REFERENCE, DataStream, generator
 
@@ -131,6 +131,10 @@ class KineticsClips:
     def decode_video(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, F, H, W) uint8 from samples in [-1, 1]."""
         return to_uint8(x)
+
+    def reference_kind(self) -> str:
+        """FVD's reference here is always clips of the real videos (a latent cache may fall back to reconstructions)."""
+        return REAL_CLIPS
 
     def reference_video(self, n: int, seed: int = 0, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, F, H, W) uint8 real clips and their labels (= reference(n, seed) in pixels), loaded in chunks

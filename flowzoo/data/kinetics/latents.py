@@ -19,7 +19,7 @@ import torch
 
 from flowzoo.data.imagenet.dataset import NORMALIZATIONS, LatentStream, PosteriorShards
 from flowzoo.data.imagenet.vae import decode, load_vae
-from flowzoo.data.kinetics.clips import display_frames
+from flowzoo.data.kinetics.clips import REAL_CLIPS, RECONSTRUCTIONS, ClipSpec, display_frames
 from flowzoo.data.kinetics.prepare import FORMAT, read_manifest
 from flowzoo.data.stream import REFERENCE, generator
 
@@ -55,6 +55,7 @@ class KineticsLatents(PosteriorShards):
         self.clips_per_video, h = m["clips_per_video"], m["resolution"] // 8
         self.per_row = self.clips_per_video  # item = video * K + clip
         self.sample_shape = (4, m["frames"], h, h)
+        self.spec = ClipSpec(m["frames"], m["stride"], m["resolution"])  # the clips the latents were made from
         self._shards = [np.load(self.path / f"{s['name']}.latents.npy", mmap_mode="r") for s in m["shards"]]
         labels = [np.load(self.path / f"{s['name']}.labels.npy") for s in m["shards"]]
         self.labels = torch.from_numpy(np.concatenate(labels)) if labels else torch.zeros(0, dtype=torch.long)
@@ -101,13 +102,18 @@ class KineticsLatents(PosteriorShards):
         frames = decode(self.vae(), z.permute(0, 2, 1, 3, 4).reshape(n * f, c, h, w), batch_size)
         return frames.reshape(n, f, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
 
+    def reference_kind(self) -> str:
+        """What reference_video returns now: the source videos' clips, or (videos gone) VAE reconstructions.
+        FVD records it: the two are different references and are never ranked together."""
+        return REAL_CLIPS if Path(self.manifest["data"]).is_dir() else RECONSTRUCTIONS
+
     def reference_video(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, F, H, W) uint8 real clips: centre windows decoded from the videos the cache was made from,
         where they still are; else (with a warning) the VAE reconstructions of the cached centre clips."""
         from flowzoo.data.kinetics.dataset import KineticsClips
 
         m = self.manifest
-        if Path(m["data"]).is_dir():
+        if self.reference_kind() == REAL_CLIPS:
             clips = KineticsClips(m["data"], m.get("annotations"), m["split"], m["frames"], m["stride"], m["resolution"],
                                   decoder=self.decoder_name, workers=self.workers, prefetch=False)
             return clips.reference_video(n, seed)
