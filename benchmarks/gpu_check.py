@@ -338,7 +338,7 @@ def summary_lines(record: dict) -> list[str]:
                      "<= 1e-4", "yes" if acc["max_relative_parameter_difference"] <= 1e-4 else "NO"))
     for sampler, sh in ({} if "error" in record.get("shard", {}) else record.get("shard", {})).items():
         worst = max(sh["max_abs_diff_batch"], sh["max_abs_diff_halves"])
-        rows.append((f"samples by index ({sampler}, 2 NFE): batch / halves vs one batch", f"max |diff| {worst:.1e}",
+        rows.append((f"samples by index ({sampler}, 2 NFE): batch / halves vs one batch", f"max abs diff {worst:.1e}",
                      "<= 1e-3", "yes" if worst <= 1e-3 else "NO"))
     tf = record.get("tf32", {})
     if tf and "error" not in tf:

@@ -179,6 +179,7 @@ def test_two_samplers_at_one_nfe_are_two_rows_never_pooled(record, tmp_path):
     build_leaderboard(results, tmp_path / "lb")
     text = (tmp_path / "lb" / "README.md").read_text()
     assert "| fm (flow_matching) [heun] | 3 |" in text  # compared with the reference row (fm with euler) seed by seed
+    assert "Provenance: 3 records;" in text  # each record once, though it sits in two rows
 
 
 def test_records_carry_the_hardware_and_torch_honours_aten_cpu_capability(record):

@@ -92,6 +92,11 @@ class Group:
     collapse: Any = None  # flowzoo.bench.suite.Collapse or None
 
     @property
+    def records(self) -> list[dict[str, Any]]:
+        """Each record once, in row order (a record evaluated with two samplers sits in two rows)."""
+        return list({id(r): r for row in self.rows for r in row.records}.values())
+
+    @property
     def reference_row(self) -> MethodRow:
         return next((r for r in self.rows if r.method == self.reference_method), self.rows[0])
 

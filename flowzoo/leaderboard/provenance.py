@@ -74,7 +74,9 @@ def hardware_note(group: Group) -> str | None:
     by_label: dict[str, dict[str, list[int]]] = {}
     for row in group.rows:
         for r in row.records:
-            by_label.setdefault(hardware_label(r), {}).setdefault(row.method, []).append(r["seed"])
+            seeds = by_label.setdefault(hardware_label(r), {}).setdefault(row.method, [])
+            if r["seed"] not in seeds:  # one method's rows for two samplers share their records
+                seeds.append(r["seed"])
     if len(by_label) < 2:
         return None
     machines = "; ".join(f"{label}: " + ", ".join(f"{m} seeds {_seed_ranges(seeds)}" for m, seeds in methods.items())
@@ -85,7 +87,7 @@ def hardware_note(group: Group) -> str | None:
 
 
 def provenance_line(group: Group) -> str:
-    records = [r for row in group.rows for r in row.records]
+    records = group.records
     finished = sorted(r["finished"] for r in records if r.get("finished"))
     dates = (f"finished {finished[0][:16].replace('T', ' ')} to {finished[-1][:16].replace('T', ' ')} UTC"
              + ("" if len(finished) == len(records) else f" ({len(records) - len(finished)} records without a date)")
@@ -101,9 +103,12 @@ def provenance_line(group: Group) -> str:
 
 def provenance_details(group: Group) -> Table:
     headers = ["method", "seed", "commit", "versions", "device", "hardware", "finished", "train wall time (s)", "command"]
-    rows = []
+    rows, listed = [], set()
     for row in group.rows:
         for r in sorted(row.records, key=lambda r: r["seed"]):
+            if id(r) in listed:  # a record evaluated with two samplers belongs to two rows: list it once
+                continue
+            listed.add(id(r))
             rows.append([row.method, str(r["seed"]), _commit(r), _versions(r), str(r["compute"].get("device")),
                          hardware_label(r), r.get("finished", "–"), f"{r['compute']['wall_time_s']:.0f}", r["command"]])
     return Table(headers, rows, set())

@@ -181,8 +181,9 @@ def comparison_table(group: Group) -> Table | None:
                 cells += ["–", "–"]
                 continue
             n_paired = max(n_paired, c.n)
-            finite = [x for x in (*c.interval, c.mean_difference) if math.isfinite(x)]
-            d = max(decimals_for(x) for x in finite) if finite else None
+            # Decimals from the interval's half-width (three figures of the uncertainty), else from the mean.
+            half = (c.interval[1] - c.interval[0]) / 2
+            d = decimals_for(half) if math.isfinite(half) and half > 0 else None
             cells += [with_interval(c.mean_difference, c.interval, d), verdict_cell(c)]
         rows.append(cells[:1] + [str(n_paired)] + cells[1:])
     return Table(headers, rows, bold)
