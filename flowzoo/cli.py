@@ -267,6 +267,25 @@ def prepare_fid_reference(
     out.print(f"{info['count']} images; sha256 {info['sha256']}; wrote {out_path}")
 
 
+@prepare_app.command("fd-dinov2-reference")
+def prepare_fd_dinov2_reference(
+    data: Path = typer.Option(..., "--data", help="Image folder (e.g. the ImageNet train folder), read with ADM's centre crop."),
+    out_path: Path = typer.Option(..., "--out", help="Output .npz with mu, sigma and up to --keep-features features."),
+    weights: Optional[str] = typer.Option(None, help="DINOv2 ViT-L/14 weights (.safetensors or weights-only .pth); default $FLOWZOO_DINOV2."),
+    model: str = typer.Option("vit_large_patch14_dinov2", help="The timm architecture of the weights."),
+    image_size: int = typer.Option(256, "--image-size", help="ADM centre-crop size (that of the generated images)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="A seeded random subset of this many images (default: all)."),
+    keep_features: int = typer.Option(10_000, "--keep-features", help="Features kept in the file."),
+    seed: int = typer.Option(0, help="Seed of the subset."),
+) -> None:
+    """FD-DINOv2 reference statistics from a pass over an image folder (the metric's own preprocessing and network)."""
+    from flowzoo.eval.fd_dinov2 import reference_from_folder
+
+    info = reference_from_folder(data, out_path, weights=weights, model=model, image_size=image_size,
+                                 max_images=max_images, keep_features=keep_features, seed=seed)
+    out.print(f"{info['count']} images; sha256 {info['sha256']}; wrote {out_path}")
+
+
 class BenchGroup(TyperGroup):
     """`flowzoo bench perf` plus one command per registered suite (`flowzoo bench digits`, ...)."""
 

@@ -7,7 +7,7 @@ Layers, later ones win (deep merge):
                                      this preset (e.g. uniform time pairs on digits), which no preset
                                      knows about
   3. configs/schedule/<name>.yaml    an alpha schedule, written into objective.alpha
-  4. --config FILE.yaml              an experiment
+  4. --config FILE.yaml              an experiment (or, from Python, a mapping: flowzoo.run(config))
   5. --set key.sub=value             single values (parsed as YAML: 0.5, [1, 2], {name: x})
   6. --steps, --batch-size, ...      the explicit flags
 (`--data DIR` naming a latent cache folder means data {name: imagenet256, path: DIR}.)
@@ -122,9 +122,17 @@ def resolve(
     config_file: str | None = None,
     sets: list[str] | None = None,
     flags: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compose the layers above into one run config (not yet validated against the registries)."""
+    """Compose the layers above into one run config (not yet validated against the registries).
+
+    ``config`` is an experiment given as a mapping (layer 4, merged over ``config_file``'s)."""
     experiment = load_yaml(config_file) if config_file else {}
+    if config is not None:
+        if not isinstance(config, dict):
+            raise ConfigError(f"a config is a mapping of sections ({', '.join(SECTIONS)}), not {type(config).__name__}.")
+        experiment = deep_merge(experiment, {k: as_part(v) if k in ("objective", "backbone", "data") else v
+                                             for k, v in config.items()})
     overrides = parse_set(sets or [])
 
     def pick(section: str, cli_value: str | None, default: str) -> str:
@@ -247,6 +255,9 @@ def _type_name(hint: Any) -> str:
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a resolved config, without where its outputs go."""
+    """sha256 of the canonical JSON of a resolved config, without where its outputs go (out) or which trackers
+    watch it (train.loggers): adding W&B to a run does not make it another experiment."""
     payload = {k: v for k, v in cfg.items() if k != "out"}
+    if isinstance(payload.get("train"), dict) and "loggers" in payload["train"]:
+        payload["train"] = {k: v for k, v in payload["train"].items() if k != "loggers"}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

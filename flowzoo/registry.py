@@ -189,12 +189,14 @@ BENCHMARKS = Registry("benchmark", "flowzoo.benchmarks")
 SHIFT_VELOCITIES = Registry("shift_velocity", "flowzoo.shift_velocities")
 WEIGHTINGS = Registry("weighting", "flowzoo.weightings")
 JVP_BACKENDS = Registry("jvp_backend", "flowzoo.jvp_backends")
+# Experiment trackers a run's metrics, sample grids and config also go to (train.loggers).
+LOGGERS = Registry("logger", "flowzoo.loggers")
 
 ALL_REGISTRIES: dict[str, Registry] = {
     r.kind: r
     for r in (
         OBJECTIVES, SCHEDULES, TIME_SAMPLERS, BACKBONES, SAMPLERS, DATASETS, METRICS, BENCHMARKS,
-        SHIFT_VELOCITIES, WEIGHTINGS, JVP_BACKENDS,
+        SHIFT_VELOCITIES, WEIGHTINGS, JVP_BACKENDS, LOGGERS,
     )
 }
 
@@ -215,6 +217,7 @@ def load_builtins() -> None:
         "flowzoo.data",
         "flowzoo.eval",
         "flowzoo.bench.suites",
+        "flowzoo.loggers",
     ):
         try:
             importlib.import_module(module)

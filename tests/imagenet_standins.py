@@ -1,4 +1,5 @@
-"""Stand-ins for ImageNet tests: a small synset-folder tree, a tiny random SD-VAE, a pixel feature extractor."""
+"""Stand-ins for ImageNet tests: a small synset-folder tree, a tiny random SD-VAE, a pixel feature extractor, a tiny
+random DINOv2-shaped ViT."""
 
 from __future__ import annotations
 
@@ -61,6 +62,50 @@ if "test_pixels" not in FEATURE_EXTRACTORS._entries:
     FEATURE_EXTRACTORS.add("test_pixels", PixelFeatures, source="tests")
 
 
+TINY_DINOV2 = "vit_test_patch14_dinov2"  # timm name of a 2-block, 32-wide DINOv2-shaped ViT (tests only)
+
+
+def register_tiny_dinov2() -> str:
+    """Register TINY_DINOV2 with timm: DINOv2's layout (patch 14, class token, layer scale, a 37x37 position grid
+    as the 518-px checkpoints have) at a size that runs in milliseconds. Layer scale starts at 1, so the random
+    blocks shape the features (at DINOv2's 1e-5 they would be the identity)."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import _create_vision_transformer
+
+    if not timm.is_model(TINY_DINOV2):
+        def vit_test_patch14_dinov2(pretrained=False, **kwargs):
+            args = dict(patch_size=14, embed_dim=32, depth=2, num_heads=2, init_values=1.0, img_size=518)
+            return _create_vision_transformer("vit_large_patch14_dinov2", pretrained=pretrained, **{**args, **kwargs})
+
+        register_model(vit_test_patch14_dinov2)
+    return TINY_DINOV2
+
+
+def tiny_dinov2_weights(path: Path) -> Path:
+    """Random TINY_DINOV2 weights at its 518-px shape (position grid 37x37), saved as safetensors."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model(register_tiny_dinov2(), pretrained=False, num_classes=0)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def standin_dinov2() -> dict:
+    """data.fd_dinov2 for the stand-in cache: tiny ViT weights and reference statistics over its image folder."""
+    from flowzoo.eval.fd_dinov2 import reference_from_folder
+
+    root = Path(standin_cache()[1]).parent
+    weights = tiny_dinov2_weights(root / "dinov2-tiny.safetensors")
+    reference_from_folder(root / "train", root / "dinov2-ref.npz", weights=str(weights), model=register_tiny_dinov2(),
+                          image_size=32, device="cpu")
+    return {"reference": str(root / "dinov2-ref.npz"), "weights": str(weights), "model": TINY_DINOV2,
+            "batch_size": 50, "device": "cpu"}
+
+
 @functools.lru_cache(maxsize=None)
 def standin_cache() -> tuple[str, str]:
     """(latent cache dir, FID reference .npz) built once per test process from the stand-ins above."""
@@ -84,7 +129,8 @@ def dataset_for_tests(name: str):
 
     if name == "imagenet256":
         cache, ref = standin_cache()
-        return create_dataset(name, path=cache, fid={"reference": ref, "extractor": "test_pixels", "batch_size": 50})
+        return create_dataset(name, path=cache, fid={"reference": ref, "extractor": "test_pixels", "batch_size": 50},
+                              fd_dinov2=standin_dinov2())
     if name == "kinetics700":
         from video_standins import kinetics_for_tests
 

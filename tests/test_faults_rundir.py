@@ -278,4 +278,5 @@ def test_faults_readme_escapes_html_from_records(good_record, tmp_path):
     assert "fm&lt;script&gt;alert(1)&lt;/script&gt;" in readme
     command = md_code(f"flowzoo run `{script}`")
     assert command in readme  # verbatim in a code span, where Markdown renders no HTML
-    assert "<script" not in readme.replace(command, "") and "<script" not in page
+    assert "<script" not in readme.replace(command, "") and "<script>alert" not in page
+    assert page.count("<script") == 1  # the page's own inline script (column sorting) only

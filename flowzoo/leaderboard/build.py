@@ -1,8 +1,11 @@
 """`flowzoo leaderboard build`: records + reported rows -> leaderboard/README.md, index.html, plots/*.png.
 
-Markdown holds the tables (mean ± std over seeds, best per NFE in bold, reported rows marked); the HTML
-page holds the same tables plus the figures, embedded, so it is one self-contained file. Text from records
-is escaped in both (Markdown renders raw HTML, so a record's `<script>` must not reach README.md as is).
+Both lead with the overview (one row per method, one column per suite table and NFE, overview.py), then
+one section per suite: its tables (mean [95% t interval] over seeds, best per NFE in bold, paired verdicts
+against the reference row, reported rows marked). The HTML page sets each table beside its figures,
+embedded, with its CSS and its one script (column sorting) inline, so it is one self-contained file
+(page_assets.py). Text from records is escaped in both (Markdown renders raw HTML, so a record's
+`<script>` must not reach README.md as is).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from flowzoo.leaderboard.aggregate import Group, group_records
 from flowzoo.leaderboard.record import LoadedRecords, load_records
 from flowzoo.leaderboard.reported import MARK, ReportedSection, load_reported
 from flowzoo.leaderboard.budget import budget_line
+from flowzoo.leaderboard.overview import Overview, build_overview, legend, overview_html, overview_table
+from flowzoo.leaderboard.page_assets import SORT_SCRIPT, STYLE
 from flowzoo.leaderboard.provenance import hardware_note, provenance_details, provenance_line, same_cells_elsewhere
 from flowzoo.leaderboard.stats import FAMILY_ALPHA, INTERVAL, LEVEL, MIN_SEEDS, MULTIPLICITY
 from flowzoo.leaderboard.tables import Table, comparison_table, comparisons_count, detail_table, ranking_table, reference_line, reported_table
@@ -75,6 +80,27 @@ def sections(loaded: LoadedRecords, reported: list[ReportedSection]) -> list[Sec
     return [by_name[k] for k in sorted(by_name, key=lambda n: (not by_name[n].groups, n))]
 
 
+def overview(secs: list[Section]) -> Overview:
+    """The overview of every suite table on the page: the tables with the most methods first (so the rows that
+    recur across suites lead), then in page order."""
+    tables = []
+    for sec in secs:
+        many = group_counts(sec)
+        for group in sec.groups:
+            title = group_title(group, many[group.data] > 1)
+            tables.append((sec.benchmark, group, title, _slug(group)))
+    tables.sort(key=lambda t: -len(t[1].rows))  # stable: page order among equals
+    return build_overview(tables)
+
+
+def group_counts(sec: Section) -> dict[str, int]:
+    """Tables per data set in a section (more than one: they differ in protocol, and the titles say which)."""
+    counts: dict[str, int] = {}
+    for g in sec.groups:
+        counts[g.data] = counts.get(g.data, 0) + 1
+    return counts
+
+
 # -- Markdown ----------------------------------------------------------------------------------------
 def md_text(text: str) -> str:
     """Record text for Markdown: HTML escaped (Markdown renders raw HTML), on one line."""
@@ -106,17 +132,21 @@ def group_title(group: Group, many: bool) -> str:
 
 
 def markdown(secs: list[Section], loaded: LoadedRecords, plot_files: dict[str, str]) -> str:
-    out = [HEADER, "", "# flowzoo leaderboard", "",
-           "Our rows: the mean over seeds with its 95% Student-t interval, each seed a result record in `results/` "
-           "that carries its config, commit, compute and evaluation protocol; **bold** is the best mean per NFE "
-           f"within a table. {STATS_NOTE} "
-           "Each table says which budget its methods share: equal optimizer steps at equal batch (the same images "
-           "seen; a step's FLOPs and wall time differ by objective, so both are shown) or equal estimated training "
-           "FLOPs (the steps differ). Each record names the machine it ran on (CPU model and torch's CPU kernel set; "
-           "the GPU on CUDA): the same seed on another machine can differ by more than a method difference on small "
-           "data, and a table that mixes machines says so. "
-           f"Rows marked \"{MARK}\" are published numbers with their sources; they are never ranked with ours. "
-           "Figures: `index.html` (self-contained) and `plots/`.", ""]
+    out = [HEADER, "", "# flowzoo leaderboard", ""]
+    ov = overview(secs)
+    if not ov.empty:
+        out += ["## Overview", "", md_table(overview_table(ov)), "", legend(ov), ""]
+    out += ["## How to read the tables", "",
+            "Our rows: the mean over seeds with its 95% Student-t interval, each seed a result record in `results/` "
+            "that carries its config, commit, compute and evaluation protocol; **bold** is the best mean per NFE "
+            f"within a table. {STATS_NOTE} "
+            "Each table says which budget its methods share: equal optimizer steps at equal batch (the same images "
+            "seen; a step's FLOPs and wall time differ by objective, so both are shown) or equal estimated training "
+            "FLOPs (the steps differ). Each record names the machine it ran on (CPU model and torch's CPU kernel set; "
+            "the GPU on CUDA): the same seed on another machine can differ by more than a method difference on small "
+            "data, and a table that mixes machines says so. "
+            f"Rows marked \"{MARK}\" are published numbers with their sources; they are never ranked with ours. "
+            "Figures: `index.html` (self-contained) and `plots/`.", ""]
     for sec in secs:
         out += [f"## {md_text(sec.benchmark)}", ""]
         if sec.description:
@@ -125,9 +155,7 @@ def markdown(secs: list[Section], loaded: LoadedRecords, plot_files: dict[str, s
             out += [f"Note: {sec.notes}", ""]
         if sec.commands:
             out += ["Reproduce: " + ", then ".join(md_code(c) for c in sec.commands) + " (then `flowzoo leaderboard build`).", ""]
-        protocols = {g.data: 0 for g in sec.groups}
-        for g in sec.groups:
-            protocols[g.data] += 1
+        protocols = group_counts(sec)
         for group in sec.groups:
             many = protocols[group.data] > 1
             out += [f"### {md_text(group_title(group, many))}", "", budget_line(group), ""]
@@ -163,69 +191,98 @@ def markdown(secs: list[Section], loaded: LoadedRecords, plot_files: dict[str, s
 
 
 # -- HTML --------------------------------------------------------------------------------------------
-def html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+NUMBER = re.compile(r"^(?:[-+]?\d|–$)")  # a number (with interval, ± or per-seed list) or an empty cell
+
+
+def html_table(table: Table, sortable: bool = True) -> str:
+    """A table in its own scroll box; number cells never wrap; headers sort on click."""
+    sort = " class='sortable'" if sortable else ""
+    head = "".join(f"<th data-col='{j}' title='sort'>{html.escape(h)}</th>" if sortable else f"<th>{html.escape(h)}</th>"
+                   for j, h in enumerate(table.headers))
     body = []
     for i, row in enumerate(table.rows):
-        cells = "".join(
-            f"<td><b>{html.escape(t)}</b></td>" if (i, j) in table.bold else f"<td>{html.escape(t)}</td>"
-            for j, t in enumerate(row))
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        cells = []
+        for j, t in enumerate(row):
+            cls = " class='n'" if j and NUMBER.match(t) else ""
+            text = f"<b>{html.escape(t)}</b>" if (i, j) in table.bold else html.escape(t)
+            if j and not cls and len(t) > 32:  # a sentence (a verdict): wrapped, but in a column wide enough to read
+                text = f"<span class='w'>{text}</span>"
+            cells.append(f"<td{cls}>{text}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<div class='scroll'><table{sort}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+def image(name: str, data: bytes) -> str:
+    return f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+
+
+def group_html(group: Group, title: str, loaded: LoadedRecords, figures: dict[str, bytes]) -> str:
+    """One suite table: its heading, then its tables beside its figures."""
+    left = [f"<p>{html.escape(budget_line(group))}</p>"]
+    mixed = hardware_note(group)
+    if mixed:
+        left.append(f"<p><b>{html.escape(mixed)}</b></p>")
+    floor = reference_line(group)
+    if floor:
+        left.append(f"<p>Reference points: {html.escape(floor)}</p>")
+    left.append(html_table(ranking_table(group)))
+    comparison = comparison_table(group)
+    if comparison:
+        left.append(f"<p>Paired comparison to {html.escape(group.reference_row.method)} (verdicts {MULTIPLICITY}-controlled "
+                    f"over this table's {comparisons_count(group)} comparisons):</p>" + html_table(comparison))
+    left.append("<details><summary>All metrics at 1 NFE (mean ± std)</summary>" + html_table(detail_table(group, 1)) + "</details>")
+    left.append(f"<p>Provenance: {html.escape(provenance_line(group))}</p>")
+    left.append("<details><summary>Every record's provenance</summary>" + html_table(provenance_details(group)) + "</details>")
+    twins = same_cells_elsewhere(group, loaded.records)
+    if twins:
+        left.append(f"<p>{html.escape(twins[1])}</p><details><summary>The same cells (config and seed) on other "
+                    f"hardware</summary>{html_table(twins[0])}</details>")
+    left.append(f"<p>One cell's command (every record holds its own): <code>{html.escape(group.rows[0].command)}</code></p>")
+    imgs = [image(name, data) for name, data in figures.items() if name.startswith(_slug(group))]
+    return (f"<h3 id='{html.escape(_slug(group))}'>{html.escape(title)} <small>(protocol {group.protocol})</small></h3>"
+            f"<div class='group'><div class='tables'>{''.join(left)}</div><div class='figures'>{''.join(imgs)}</div></div>")
 
 
 def page(secs: list[Section], loaded: LoadedRecords, figures: dict[str, bytes]) -> str:
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}"
-             "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%}code{background:#f5f5f5}"
-             ".reported td{color:#666}")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>flowzoo leaderboard</title><style>{style}</style></head><body>",
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+             f"<title>flowzoo leaderboard</title><style>{STYLE}</style></head><body>",
              "<h1>flowzoo leaderboard</h1>",
-             "<p>Mean over seeds [95% Student-t interval]; bold: best mean per NFE within a table; each table says which "
-             "budget it holds equal (optimizer steps at equal batch, or estimated training FLOPs) and marks records from "
-             f"mixed hardware. {html.escape(STATS_NOTE)} Rows marked “{MARK}” are published numbers, "
-             "never ranked with ours.</p>"]
+             "<p>Few-step generative models trained and measured by flowzoo, seed by seed. The overview gives each "
+             "method's headline number in every suite; the suites below hold the full tables, figures and provenance. "
+             "Click a column header to sort.</p>"]
+    if secs:
+        parts.append("<nav>Suites: " + "".join(f"<a href='#{html.escape(_section_id(sec))}'>{html.escape(sec.benchmark)}</a>"
+                                              for sec in secs) + "</nav>")
+    ov = overview(secs)
+    if not ov.empty:
+        parts += ["<h2 id='overview-heading'>Overview</h2>", overview_html(ov), f"<p class='legend'>{html.escape(legend(ov))}</p>"]
+    parts.append("<details><summary>How to read the tables</summary><p>Mean over seeds [95% Student-t interval]; bold: best "
+                 "mean per NFE within a table; each table says which budget it holds equal (optimizer steps at equal batch, "
+                 f"or estimated training FLOPs) and marks records from mixed hardware. {html.escape(STATS_NOTE)} Rows marked "
+                 f"“{MARK}” are published numbers, never ranked with ours.</p></details>")
     for sec in secs:
-        parts.append(f"<h2>{html.escape(sec.benchmark)}</h2>")
+        parts.append(f"<h2 id='{html.escape(_section_id(sec))}'>{html.escape(sec.benchmark)}</h2>")
         if sec.description:
             parts.append(f"<p>{html.escape(sec.description)}</p>")
         if sec.notes:
             parts.append(f"<p><i>Note: {html.escape(sec.notes)}</i></p>")
         if sec.commands:
             parts.append("<p>Reproduce: " + ", then ".join(f"<code>{html.escape(c)}</code>" for c in sec.commands) + "</p>")
+        many = group_counts(sec)
         for group in sec.groups:
-            parts.append(f"<h3>{html.escape(group.data)} <small>(protocol {group.protocol})</small></h3>")
-            parts.append(f"<p>{html.escape(budget_line(group))}</p>")
-            mixed = hardware_note(group)
-            if mixed:
-                parts.append(f"<p><b>{html.escape(mixed)}</b></p>")
-            floor = reference_line(group)
-            if floor:
-                parts.append(f"<p>Reference points: {html.escape(floor)}</p>")
-            parts.append(html_table(ranking_table(group)))
-            comparison = comparison_table(group)
-            if comparison:
-                parts.append(f"<p>Paired comparison to {html.escape(group.reference_row.method)} (verdicts {MULTIPLICITY}-controlled "
-                             f"over this table's {comparisons_count(group)} comparisons):</p>" + html_table(comparison))
-            parts.append("<details><summary>All metrics at 1 NFE (mean ± std)</summary>" + html_table(detail_table(group, 1)) + "</details>")
-            parts.append(f"<p>Provenance: {html.escape(provenance_line(group))}</p>")
-            parts.append("<details><summary>Every record's provenance</summary>" + html_table(provenance_details(group)) + "</details>")
-            twins = same_cells_elsewhere(group, loaded.records)
-            if twins:
-                parts.append(f"<p>{html.escape(twins[1])}</p><details><summary>The same cells (config and seed) on other "
-                             f"hardware</summary>{html_table(twins[0])}</details>")
-            for name, data in figures.items():
-                if name.startswith(_slug(group)):
-                    parts.append(f"<p><img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'></p>")
+            parts.append(group_html(group, group_title(group, many[group.data] > 1), loaded, figures))
         for rep in sec.reported:
             parts.append(f"<h3>{html.escape(rep.title)}: {html.escape(rep.metric)}, {MARK}</h3>")
             parts.append(f"<div class='reported'>{html_table(reported_table(rep))}</div>")
     problems = loaded.problems()
     if problems:
         parts.append("<h2>Records left out</h2><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul>")
-    parts.append("</body></html>")
+    parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _section_id(sec: Section) -> str:
+    return "suite-" + re.sub(r"[^A-Za-z0-9._-]", "-", sec.benchmark)
 
 
 def _slug(group: Group) -> str:

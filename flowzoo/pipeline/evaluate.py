@@ -27,9 +27,10 @@ def shard(num_samples: int, rank: int, world_size: int) -> list[int]:
 
 
 def generate(model: nn.Module, dataset, sampler: str, nfe: int, num_samples: int, seed: int,
-             guidance: float = 1.0, batch_size: int | None = None,
-             indices: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Samples `indices` (default: 0 .. num_samples - 1) with class-balanced labels for conditional data.
+             guidance: float = 1.0, batch_size: int | None = None, indices: list[int] | None = None,
+             labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Samples `indices` (default: 0 .. num_samples - 1) with class-balanced labels for conditional data,
+    or with `labels`, one class per index, where given.
 
     Sample i depends only on (seed, i): its starting noise and any noise the sampler draws are addressed
     by its index (flowzoo.samplers.noise), and its label is i mod classes, so any batch size, or any split
@@ -39,8 +40,12 @@ def generate(model: nn.Module, dataset, sampler: str, nfe: int, num_samples: int
     indices = list(range(num_samples)) if indices is None else [int(i) for i in indices]
     if batch_size is None:
         batch_size = noise_block(dataset.sample_shape)
-    all_labels = balanced_labels(num_samples, dataset.num_classes) if dataset.num_classes > 0 else None
-    labels = None if all_labels is None else all_labels[torch.as_tensor(indices, dtype=torch.long)]
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if len(labels) != len(indices):
+            raise ValueError(f"{len(labels)} labels were given for {len(indices)} samples; give one per sample.")
+    elif dataset.num_classes > 0:
+        labels = balanced_labels(num_samples, dataset.num_classes)[torch.as_tensor(indices, dtype=torch.long)]
     device = next(model.parameters()).device
     chunks = []
     for start in range(0, len(indices), batch_size):

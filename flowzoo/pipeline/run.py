@@ -5,6 +5,8 @@
     OUT/checkpoints/       latest.pt and periodic step-XXXXXXXX.pt (re-running the command resumes)
     OUT/samples/           PNG grids (or toy scatter plots) during training and at 1 and 2 NFE
     OUT/result.json        metrics keyed by "sampler@nfe", reference points, provenance
+    OUT/events.out.tfevents.*, OUT/wandb/ ...  what train.loggers writes (flowzoo/loggers/): metrics.jsonl's lines,
+                           the evaluations, the sample figures and this config
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from flowzoo.data import create_dataset, parse_data_name
 from flowzoo.eval import metrics_for
 from flowzoo.eval.plots import figure_title
 from flowzoo.jsonl import append_line, read_by_step
+from flowzoo.loggers import Trackers
 from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, results_table, write_samples_figure
 from flowzoo.pipeline.divergence import DivergenceAlarm
@@ -155,6 +158,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
 
     net = build_network(cfg["backbone"], dataset, seed)
     objective = create_objective(objective_name, net, total_steps=options.steps, **objective_spec)
+    trackers = Trackers(options.loggers, out, config=cfg, enabled=run_lock.is_main_process())  # names checked now
     check_run_dir(out, cfg)
     done = finished_training_step(out, options.steps)
     if done is not None and run_lock.is_main_process():
@@ -165,22 +169,25 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
             metric.check(dataset)
     # One `flowzoo run` per run directory (rank 0 holds it for all ranks of a torchrun job); check the
     # config again under the lock, since a concurrent run may have written config.yaml meanwhile.
-    with run_lock.hold(out) if run_lock.is_main_process() else contextlib.nullcontext():
+    with run_lock.hold(out) if run_lock.is_main_process() else contextlib.nullcontext(), trackers:
         check_run_dir(out, cfg)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml_io.dump(cfg, sort_keys=False))
 
         preview_sampler = next(iter(samplers))
-        hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed, objective=objective_name)] if eval_options.previews else []
+        hooks = [PreviewHook(dataset, preview_sampler, out / "samples", seed, objective=objective_name,
+                             trackers=trackers)] if eval_options.previews else []
         if eval_options.curve:
-            hooks.append(CurveHook(dataset, preview_sampler, out / CURVE_FILE, eval_options.num_samples, seed))
-        state = train(options, net, objective, dataset, hooks=hooks)  # builds this rank's stream
+            hooks.append(CurveHook(dataset, preview_sampler, out / CURVE_FILE, eval_options.num_samples, seed,
+                                   trackers=trackers))
+        state = train(options, net, objective, dataset, hooks=hooks, trackers=trackers)  # builds this rank's stream
         if not state.is_main:
             return None
 
         evaluation = evaluate(state.ema_net, dataset, samplers, num_samples=eval_options.num_samples, seed=seed,
                               samples_dir=out / "samples", guidance=eval_options.guidance,
                               objective=objective_name, step=state.step)
+        log_evaluation(trackers, evaluation, out / "samples", state.step)
         not_finite = nonfinite_metrics(evaluation)
         if not_finite:  # NaN must not reach the leaderboard as a result; the run's other files stay
             console.print(results_table(f"{objective_name} on {cfg['data']['name']} (not finite)", evaluation["results"],
@@ -205,6 +212,16 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
         return record
 
 
+def log_evaluation(trackers: Trackers, evaluation: dict[str, Any], samples_dir: Path, step: int) -> None:
+    """An evaluation to the run's trackers: eval/SAMPLER@NFE/METRIC, reference/SET/METRIC and the figures
+    (eval/SAMPLER@NFE/samples; the previews during training are samples/SAMPLER@NFE)."""
+    for key, row in evaluation["results"].items():
+        trackers.log_metrics(row, step, prefix=f"eval/{key}/")
+    trackers.log_metrics(evaluation.get("reference", {}), step, prefix="reference/")
+    trackers.log_images({f"eval/{key}/samples": samples_dir / f"{key.replace('@', '-nfe')}.png"
+                         for key in evaluation["results"]}, step)
+
+
 class MetricsNotFinite(TrainingDiverged):
     """A run whose final metrics (or reference numbers) are NaN or infinite: exit non-zero, no result.json."""
 
@@ -225,9 +242,9 @@ class PreviewHook:
     """Every train.sample_every steps: a 1-NFE and a 2-NFE sample figure from the EMA network."""
 
     def __init__(self, dataset, sampler: str, directory: Path, seed: int, num_samples: int = 100,
-                 objective: str | None = None):
+                 objective: str | None = None, trackers: Trackers | None = None):
         self.dataset, self.sampler, self.directory, self.seed = dataset, sampler, Path(directory), seed
-        self.objective = objective
+        self.objective, self.trackers = objective, trackers
         # toys: a scatter wants many points; video: the figure shows 8 clips, each costs 100s of tokens
         self.num_samples = {1: 1000, 4: 8}.get(len(dataset.sample_shape), num_samples)
 
@@ -238,8 +255,10 @@ class PreviewHook:
             for nfe in (1, 2):
                 x, labels = generate(net, self.dataset, self.sampler, nfe, self.num_samples, self.seed)
                 title = figure_title(self.objective, self.sampler, nfe, step, self.seed)
-                write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png", self.seed,
-                                     title, labels)
+                path = write_samples_figure(x, self.dataset, self.directory / f"step-{step:08d}-nfe{nfe}.png",
+                                            self.seed, title, labels)
+                if self.trackers is not None:
+                    self.trackers.log_images({f"samples/{self.sampler}@{nfe}": path}, step)
 
 
 CURVE_FILE = "eval_curve.jsonl"
@@ -253,8 +272,8 @@ class CurveHook:
     keep the last line per step.
     """
 
-    def __init__(self, dataset, sampler: str, path: Path, num_samples: int, seed: int):
-        self.dataset, self.sampler, self.path = dataset, sampler, Path(path)
+    def __init__(self, dataset, sampler: str, path: Path, num_samples: int, seed: int, trackers: Trackers | None = None):
+        self.dataset, self.sampler, self.path, self.trackers = dataset, sampler, Path(path), trackers
         self.num_samples, self.seed = num_samples, seed
         self.metrics = metrics_for(dataset, seed=seed)  # built once: no reference floors recomputed per call
         self.alarm = DivergenceAlarm()
@@ -274,6 +293,8 @@ class CurveHook:
             line["alarm"] = alarm
             Console(stderr=True).print(f"[yellow]{alarm}[/yellow]")
         append_line(self.path, line)
+        if self.trackers is not None:
+            self.trackers.log_metrics(line["metrics"], step, prefix=f"eval/{self.sampler}@1/")
 
 
 def print_summary(console: Console, record: dict[str, Any], out: Path) -> None:

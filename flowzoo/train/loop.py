@@ -26,6 +26,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from flowzoo.loggers import Trackers, opened
 from flowzoo.precision import set_tf32
 from flowzoo.train import accumulation, checkpoint, distributed, interrupt
 from flowzoo.train.ema import EMA
@@ -94,6 +95,7 @@ def train(
     objective: nn.Module,
     data,
     hooks: Iterable[Hook] = (),
+    trackers: Trackers | None = None,
 ) -> TrainState:
     """Train ``net`` with ``objective`` (built around ``net``) on ``data``; returns the final TrainState.
 
@@ -101,6 +103,8 @@ def train(
         batches of batch_size / world_size, or a dataset whose ``stream(batch_size, seed, ...)`` builds one.
     hooks: ``hook(step, state)`` called on every rank every sample_every steps and once at the end (e.g.
         to write sample grids from ``state.ema_net``); write files only where ``state.is_main``.
+    trackers: where each metrics.jsonl line also goes (flowzoo.loggers.Trackers, kept open by the caller, who
+        logs evaluations to them too); default: the loggers options.loggers names, on rank 0, for this call.
     Raises TrainingDiverged after max_nonfinite non-finite steps in a row (the last checkpoint is intact).
     """
     opts = options
@@ -168,6 +172,8 @@ def train(
         branch_at = getattr(objective, "target_branch", None)  # which target the objective computes at a step
         branch = branch_at(state.step) if branch_at else None
         with (MetricsLog(state.out_dir / "metrics.jsonl", state.step, enabled=env.is_main) as log,
+              opened(trackers, opts.loggers, opts.out_dir, resume_step=state.step, enabled=env.is_main,
+                     config={"train": opts.to_dict()}) as trackers,
               TrainProgress(opts.steps, state.step, quiet=opts.quiet or not env.is_main) as progress,
               interrupt.stop_at_step_boundary(enabled=env.world_size == 1) as stop):
             while state.step < opts.steps:
@@ -220,6 +226,7 @@ def train(
                                      "lr": lr, "steps_per_s": window_steps / max(now - window_start, 1e-9),
                                      "wall_time": state.wall_time, "skipped_steps": state.skipped_steps}
                     log.write(state.metrics)
+                    trackers.log_metrics(state.metrics, state.step, prefix="train/")  # after the record is safe
                     progress.report(state.step, state.metrics, final=state.step == opts.steps)
                     window_start, window_steps = now, 0
 

@@ -49,11 +49,13 @@ class TrainOptions:
     max_nonfinite: int = 10  # stop with TrainingDiverged after this many non-finite steps in a row
     device: str = "auto"  # auto: cuda:LOCAL_RANK when available, else cpu; or an explicit torch device
     quiet: bool = False  # no progress bar and no plain progress lines (metrics.jsonl is still written)
+    loggers: list[Any] | str = field(default_factory=list)  # trackers besides metrics.jsonl, rank 0 only: tensorboard, wandb, a plugin's (flowzoo/loggers/)
 
     def __post_init__(self) -> None:
         self.out_dir = str(self.out_dir)  # a Path would not load with weights_only=True
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.ema_halflives = [float(h) for h in self.ema_halflives]
+        self.loggers = [self.loggers] if isinstance(self.loggers, (str, dict)) else list(self.loggers)
         problems = []
         if self.steps < 0:
             problems.append(f"steps must be >= 0 (got {self.steps})")

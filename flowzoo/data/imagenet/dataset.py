@@ -97,11 +97,12 @@ class ImageNetLatents(PosteriorShards):
     name = "imagenet256"
 
     def __init__(self, path: str | None = None, normalize: str = "sd", use_flips: bool = True, vae: str | None = None,
-                 fid: dict | None = None):
+                 fid: dict | None = None, fd_dinov2: dict | None = None):
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}.")
         self.path, self.manifest = Path(path or "."), open_cache(path)
         self.normalize, self.vae_source, self.fid = normalize, vae or self.manifest["vae"], dict(fid or {})
+        self.fd_dinov2 = dict(fd_dinov2 or {})  # data.fd_dinov2: FD-DINOv2 is measured when this is given
         self.classes = self.manifest["classes"]
         self.num_classes = len(self.classes)
         size = self.manifest["image_size"] // 8
