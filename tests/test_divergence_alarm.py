@@ -21,20 +21,23 @@ def test_the_alarm_names_a_collapse_once_the_metric_is_three_times_its_best():
     assert DivergenceAlarm().update(5, {"class_acc": 0.3}) is None  # no watched metric: silent
 
 
-def test_no_committed_healthy_run_raises_the_alarm():
-    """A false-positive check on real curves: every committed digits run that did not collapse (its final
-    1-NFE FD better than the class-mean images') trained without an alarm."""
-    checked = 0
+def test_on_every_committed_digits_curve_the_alarm_fires_exactly_where_fd_is_three_times_its_best():
+    """Real curves, checked against an independent reading of the rule (FD >= 3x the best earlier point).
+    Most healthy runs never fire; a run can still spike and recover (the consistency seed 0 record re-run
+    at bc098ce goes 24.5 -> 76.3 -> 22.0 between steps 7,000 and 9,000), and then the alarm names that point:
+    the alarm reports a 3x relapse, which is a symptom to look at, not a verdict on the final model."""
+    checked = quiet = 0
     for path in sorted((RESULTS / "digits").rglob("*.json")):
         record = json.loads(path.read_text())
-        one_nfe = next(ev["metrics"]["fd"] for ev in record["evaluations"] if ev["nfe"] == 1)
-        if one_nfe > record["reference"]["class_means/fd"]:
-            continue
+        points = [(point["step"], float(point["metrics"]["fd"])) for point in record["curve"]]
+        expected = [step for i, (step, fd) in enumerate(points) if i and fd >= 3 * min(v for _, v in points[:i])]
         alarm = DivergenceAlarm()
-        raised = [alarm.update(point["step"], point["metrics"]) for point in record["curve"]]
-        assert not any(raised), (path.name, raised)
+        fired = [step for step, fd in points if alarm.update(step, {"fd": fd, "class_acc": 1.0})]
+        assert fired == expected, path.name
         checked += 1
-    assert checked >= 20
+        one_nfe = next(ev["metrics"]["fd"] for ev in record["evaluations"] if ev["nfe"] == 1)
+        quiet += not fired and one_nfe <= record["reference"]["class_means/fd"]
+    assert checked >= 20 and quiet >= 20  # and most healthy runs train without a single alarm
 
 
 def test_the_curve_hook_writes_the_alarm_into_the_run_log_and_keeps_its_best_point_on_resume(tmp_path, monkeypatch, capsys):
