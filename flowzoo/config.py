@@ -254,10 +254,26 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+# Objective options added after records were committed, at the values that compute what a config without
+# them computed. ObjectiveConfig.to_dict leaves them out at these values and so does config_hash, so a run
+# that names one at its neutral value (e.g. a suite pinning `objective.fm_times: null` to keep the config its
+# records ran) is the same experiment as the record written before the option existed.
+OBJECTIVE_OPTIONS_NEUTRAL = {"tangent": "shift", "distill": None, "target_precision": "auto", "fm_times": None,
+                             "label_dropout_on": "all", "intermediate_clamp": None, "directional_loss": 0.0}
+
+
+def without_neutral_objective_options(objective: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in objective.items()
+            if not (k in OBJECTIVE_OPTIONS_NEUTRAL and v == OBJECTIVE_OPTIONS_NEUTRAL[k])}
+
+
 def config_hash(cfg: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a resolved config, without where its outputs go (out) or which trackers
-    watch it (train.loggers): adding W&B to a run does not make it another experiment."""
+    """sha256 of the canonical JSON of a resolved config, without where its outputs go (out), which trackers
+    watch it (train.loggers), or objective options at their neutral values (OBJECTIVE_OPTIONS_NEUTRAL):
+    adding W&B to a run, or naming an option at the value that changes nothing, is not another experiment."""
     payload = {k: v for k, v in cfg.items() if k != "out"}
     if isinstance(payload.get("train"), dict) and "loggers" in payload["train"]:
         payload["train"] = {k: v for k, v in payload["train"].items() if k != "loggers"}
+    if isinstance(payload.get("objective"), dict):
+        payload["objective"] = without_neutral_objective_options(payload["objective"])
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

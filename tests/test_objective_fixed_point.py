@@ -48,7 +48,10 @@ def _gradient_z_scores(objective, net, x):
 def test_expected_gradient_vanishes_at_the_exact_solution(name):
     builder = OBJECTIVES.get(name)
     net = ExactFlowNet(DATA, getattr(builder, "fixed_point", "average"))
-    objective = create_objective(name, net, total_steps=STEPS)
+    # A directional term (TiM's 1 - cos) is minimised off the conditional mean where the per-sample target
+    # is random: measured 10.8 standard errors on tim at 4x these draws. The rest of the objective is checked.
+    no_direction = {"directional_loss": 0.0} if getattr(getattr(builder, "default_config", None), "directional_loss", 0) else {}
+    objective = create_objective(name, net, total_steps=STEPS, **no_direction)
     if hasattr(objective, "set_target_network"):
         objective.set_target_network(net)  # EMA-target presets (Shortcut): at the fixed point EMA = online
     x = DATA.sample(CHUNKS * CHUNK, torch.Generator().manual_seed(0))

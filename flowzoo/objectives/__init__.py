@@ -8,6 +8,7 @@ import inspect
 
 from flowzoo.config import ConfigError
 from flowzoo.objectives import jvp, schedules, shift, time_samplers, weighting  # noqa: F401  (registration)
+from flowzoo.objectives import weighting_ect  # noqa: F401  (registers the ect weighting)
 from flowzoo.objectives.target import AlphaTarget, alpha_target, alpha_target_parts, loss_decomposition
 from flowzoo.objectives.unified import ObjectiveConfig, UnifiedObjective
 from flowzoo.objectives.velocity import ConditionedVelocity

@@ -129,16 +129,30 @@ class ExponentialSchedule(LinearSchedule):
 
     SoFlow's l-to-t ratio schedule (Luo et al. 2025, arXiv 2512.15657; 0.1 -> 0.002 in its reference
     setting), which in the unified objective is alpha itself (see presets/soflow.py). start, end > 0.
+
+    min_gap > 0 keeps the intermediate time at least min_gap below t, as SoFlow's code does
+    (train.py: l = min(t + (s - t) rho, t - 1e-4)): per sample alpha = max(rho, min_gap / (t - r)), and
+    a pair with t - r = min_gap (up to the rounding of times stored in float32, 1e-3 relative) gets
+    alpha = 1 exactly (there l = s: the pair's target is the shift velocity itself).
     """
 
-    def __init__(self, start: float = 0.1, end: float = 0.002, **window):
+    def __init__(self, start: float = 0.1, end: float = 0.002, min_gap: float = 0.0, **window):
         super().__init__(start, end, **window)
         if self.start <= 0 or self.end <= 0:
             raise ValueError(f"exponential schedule needs start, end > 0 (got {self.start}, {self.end})")
+        self.min_gap = float(min_gap)
 
     def value(self, step: int) -> float:
         w = _progress(step, self.k_s, self.k_e)
         return math.exp((1 - w) * math.log(self.start) + w * math.log(self.end))
+
+    def per_sample(self, step: int, t: Tensor, r: Tensor, draws: Tensor | None = None) -> Tensor:
+        alpha = super().per_sample(step, t, r)
+        if self.min_gap <= 0:
+            return alpha
+        gap = t - r
+        alpha = torch.maximum(alpha, self.min_gap / gap.clamp(min=self.min_gap))
+        return torch.where(gap <= self.min_gap * (1 + 1e-3), torch.ones_like(alpha), alpha)
 
 
 @SCHEDULES.register("uniform")
@@ -194,3 +208,45 @@ def build_schedule(spec, total_steps: int | None = None) -> Schedule:
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return ConstantSchedule(float(spec))
     return SCHEDULES.build(spec, total_steps=total_steps)
+
+
+@SCHEDULES.register("ect")
+class ECTMapping(Schedule):
+    """ECT's r(t) mapping over its training stages, as a per-sample alpha (Geng et al. 2024).
+
+    "Consistency Models Made Easy"; locuslab/ect @ 4311059, training/loss.py ECMLoss.t_to_r_sigmoid and
+    update_schedule, the stage set by training/ct_training_loop.py every ``double_ticks``.
+
+    In EDM's noise level sigma = t / (1 - t), ECT pairs sigma with sigma_r = max(sigma (1 - a), 0),
+        a = q^-(stage+1) (1 + k sigmoid(-b sigma))       (its adj='const' mapping is k = 0).
+    With r = 0 the partner is s = sigma_r / (1 + sigma_r) and alpha = (t - s) / t, which is
+        alpha = a' (1 - t) / (1 - a' t),   a' = min(a, 1)
+    (a' = 1: ECT's r is clamped to 0, alpha = 1, whose target is the data x, as ECT's D_yr = y). So alpha
+    is a at t -> 0 and falls like a (1 - t) toward t = 1, where ct_discrete's alpha stays at a's base.
+
+    stage = step // stage_steps, held at ``stages - 1`` from there on (ECT's run ends in its last stage):
+    ECT's CIFAR-10 run (run_ecm.sh) halves 8 times, every 250 ticks of 12.8 kimg at batch 128, i.e.
+    every 25,000 of its 200,000 iterations; its 1-hour run (run_ecm_1hour.sh) is q = 256, stages = 1.
+    By default stage_steps = total_steps // stages (25,000 when the run length is unknown). ECT's tick 0
+    is a single iteration, so each of its stages starts one iteration later than here.
+    """
+
+    def __init__(self, q: float = 2.0, k: float = 8.0, b: float = 1.0, stages: int = 8,
+                 stage_steps: int | None = None, total_steps: int | None = None):
+        if q <= 1 or stages < 1:
+            raise ValueError(f"ect schedule needs q > 1 and stages >= 1 (got q={q}, stages={stages})")
+        if stage_steps is None:
+            stage_steps = max(1, total_steps // stages) if total_steps else 25_000
+        self.q, self.k, self.b, self.stages, self.stage_steps = float(q), float(k), float(b), int(stages), int(stage_steps)
+
+    def stage(self, step: int) -> int:
+        return min(step // self.stage_steps, self.stages - 1)
+
+    def value(self, step: int) -> float:
+        """ECT's decay q^-(stage+1) (1 minus its logged ``ratio``; a at sigma -> infinity); what is logged."""
+        return self.q ** -(self.stage(step) + 1)
+
+    def per_sample(self, step: int, t: Tensor, r: Tensor, draws: Tensor | None = None) -> Tensor:
+        sigma = t / (1 - t)
+        a = (self.value(step) * (1 + self.k * torch.sigmoid(-self.b * sigma))).clamp(max=1.0)
+        return a * (1 - t) / (1 - a * t)

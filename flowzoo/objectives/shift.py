@@ -25,14 +25,27 @@ class ShiftContext:
     dropped: Tensor  # bool (B,): the label was dropped to null
     null_label: int
     target_net: nn.Module  # the network that plays u- (online under stop-gradient, or EMA)
+    fm: Tensor | None = None  # bool (B,): the rows trained as flow matching (None: the rows with r = t)
 
 
 @SHIFT_VELOCITIES.register("data")
 class DataVelocity:
-    """v~ = v = e - x, the conditional (per-sample) velocity of the linear path."""
+    """v~ = v = e - x, the conditional (per-sample) velocity of the linear path.
+
+    t_min > 0 gives v~ = (z_t - x) / max(t, t_min) = v t / max(t, t_min): the data velocity as an
+    x-prediction network with that floor reads a perfect x^ = x (backbones/prediction.py), so below t_min
+    the target shrinks with t exactly as the network's own u does. pMF's v_t (Lyy-iiis/pMF pmf.py,
+    pixelMeanFlow.forward at 75f6073, t_min 0.05). 0 (the default) is e - x itself.
+    """
+
+    def __init__(self, t_min: float = 0.0):
+        self.t_min = float(t_min)
 
     def __call__(self, ctx: ShiftContext) -> Tensor:
-        return ctx.v
+        if self.t_min <= 0:
+            return ctx.v
+        t = ctx.t.to(ctx.v.dtype).reshape(-1, *([1] * (ctx.v.dim() - 1)))
+        return ctx.v * (t / t.clamp(min=self.t_min))
 
 
 @SHIFT_VELOCITIES.register("cfg")
@@ -52,14 +65,21 @@ class GuidedDataVelocity:
       (``dropped: guided``).
     ``dropped: data`` (v~ = v for a dropped label) and ``drop_outside_interval: true`` are the choices an
     earlier flowzoo made; they are kept as named options. At omega = 1 both ``dropped`` choices agree.
+
+    decay_time < 1 fades the guidance out toward t = 1, as SoFlow's code does (zlab-princeton/SoFlow
+    models.py, Soflow.get_cfg_decay_scale; cfg_decay_time 0.8, k = 0.025): with d(t) = 1 for t <= T and
+    d = 1 - exp(-k q / (1 - q)), q = (1 - t) / (1 - T) (q clipped below 1 - 1e-6) above it,
+    v~ = d mix + (1 - d) (kappa u-(c) + (1 - kappa) v), so the effective scale falls to 1 at t = 1.
     """
 
     def __init__(self, omega: float = 1.0, kappa: float = 0.5, t_min: float = 0.0, t_max: float = 1.0,
-                 dropped: str = "guided", drop_outside_interval: bool = False):
+                 dropped: str = "guided", drop_outside_interval: bool = False,
+                 decay_time: float = 1.0, decay_k: float = 0.025):
         if dropped not in ("guided", "data"):
             raise ValueError(f"cfg dropped must be 'guided' or 'data', not {dropped!r}")
         self.omega, self.kappa, self.t_min, self.t_max = float(omega), float(kappa), float(t_min), float(t_max)
         self.dropped, self.drop_outside_interval = dropped, bool(drop_outside_interval)
+        self.decay_time, self.decay_k = float(decay_time), float(decay_k)
 
     @property
     def effective_scale(self) -> float:
@@ -88,14 +108,22 @@ class GuidedDataVelocity:
             u_both = ConditionedVelocity(ctx.target_net, labels)(z, t, t).to(ctx.v.dtype)
         u_cond, u_null = u_both[:n], u_both[n:]
         mixed = self.omega * ctx.v[idx] + self.kappa * u_cond + (1 - self.omega - self.kappa) * u_null
+        if self.decay_time < 1.0:
+            q = ((1 - ctx.t[idx]) / (1 - self.decay_time)).clamp(0.0, 1 - 1e-6)
+            d = torch.where(ctx.t[idx] <= self.decay_time, 1.0, 1 - torch.exp(-self.decay_k * q / (1 - q)))
+            d = d.to(mixed.dtype).reshape(-1, *([1] * (mixed.dim() - 1)))
+            mixed = d * mixed + (1 - d) * (self.kappa * u_cond + (1 - self.kappa) * ctx.v[idx])
         v_shift = ctx.v.clone()
         v_shift[idx] = mixed
         return v_shift
 
 
 def _model_velocity_where_bootstrapped(ctx: ShiftContext, start: Tensor) -> Tensor:
-    """u-(z_t, start, t) on the r < t samples (stop-gradient), v elsewhere: r = t samples cost no call."""
+    """u-(z_t, start, t) on the r < t samples (stop-gradient), v elsewhere: r = t samples cost no call, and
+    neither do flow-matching rows trained at a finite step (Shortcut's h = 1/128: their target is v)."""
     bootstrap = ctx.r < ctx.t
+    if ctx.fm is not None:
+        bootstrap = bootstrap & ~ctx.fm
     if not bool(bootstrap.any()):
         return ctx.v
     idx = bootstrap.nonzero().squeeze(1)

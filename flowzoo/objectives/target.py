@@ -64,6 +64,8 @@ def alpha_target_parts(
     jvp: str | dict = "forward",
     clamp: float | None = None,
     tangent: Tensor | None = None,
+    point_clamp: float | None = None,
+    fm: Tensor | None = None,
 ) -> AlphaTarget:
     """``alpha_target`` returning its intermediate pieces too; see the module docstring."""
     if alpha.shape != t.shape or r.shape != t.shape or t.dim() != 1:
@@ -87,6 +89,8 @@ def alpha_target_parts(
         idx = two_point.nonzero().squeeze(1)
         a, ri, ti, si = alpha[idx], r[idx], t[idx], s[idx]
         z_s = z_t[idx] - per_sample(ti - si, z_t) * w[idx]
+        if point_clamp is not None:  # Shortcut's code clips its intermediate point x_t2 to +-4 as well as the target
+            z_s = z_s.clamp(-point_clamp, point_clamp)
         with torch.no_grad():
             u_s = restrict(u, idx, batch, z_t)(z_s, ri, si).to(v_shift.dtype)
         u_next[idx] = u_s
@@ -98,6 +102,8 @@ def alpha_target_parts(
     # likewise clips only its bootstrap (r < t) targets.
     if clamp is not None:
         bootstrapped = (alpha > 0) & (r < t)
+        if fm is not None:  # a flow-matching row trained at a finite step (Shortcut's h = 1/128) keeps v unclamped
+            bootstrapped = bootstrapped & ~fm
         u_tgt[bootstrapped] = u_tgt[bootstrapped].clamp(-clamp, clamp)
 
     if any_at_zero:
@@ -122,6 +128,8 @@ def alpha_target(
     jvp: str | dict = "forward",
     clamp: float | None = None,
     tangent: Tensor | None = None,
+    point_clamp: float | None = None,
+    fm: Tensor | None = None,
 ) -> Tensor:
     """The alpha-Flow regression target u_tgt for the average velocity u(z_t, r, t) (stop-gradient).
 
@@ -131,10 +139,13 @@ def alpha_target(
     "double_backward", "finite_difference" or a registered plugin). v_shift: the shift velocity v~,
     shaped like z_t. clamp: optional bound on the targets of r < t samples with alpha > 0. tangent: the
     velocity w the path is followed with (z_s = z_t - (t - s) w, and the JVP's tangent); None means
-    w = v~, as in every method of the alpha-Flow paper. ``jvp`` may also be a spec {name: ..., **args},
+    w = v~, as in every method of the alpha-Flow paper. point_clamp: optional bound on the two-point branch's
+    intermediate point z_s. fm: the rows trained as flow matching (bool (B,)), never clamped; None means
+    the rows with r = t. ``jvp`` may also be a spec {name: ..., **args},
     e.g. {name: finite_difference, eps: 0.005} (TiM). This signature is stable.
     """
-    return alpha_target_parts(u, z_t, r, t, alpha, v_shift, jvp=jvp, clamp=clamp, tangent=tangent).u_tgt
+    return alpha_target_parts(u, z_t, r, t, alpha, v_shift, jvp=jvp, clamp=clamp, tangent=tangent,
+                              point_clamp=point_clamp, fm=fm).u_tgt
 
 
 def loss_decomposition(pred: Tensor, v_shift: Tensor, parts: AlphaTarget, alpha: Tensor, t: Tensor, r: Tensor):
@@ -155,3 +166,17 @@ def loss_decomposition(pred: Tensor, v_shift: Tensor, parts: AlphaTarget, alpha:
     zero = torch.zeros_like(l_tfm)
     l_tc = torch.where(parts.two_point, tc_two_point, torch.where(parts.jvp, tc_jvp, zero))
     return l_tfm, l_tc
+
+
+def directional_error(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+    """Per sample, the mean over positions of 1 - cos(pred, target), the cosine over the channel dim (dim 1).
+
+    TiM's directional loss (Wang et al. 2025; WZDTHU/TiM tim/schedulers/transition.py, ``__call__`` with
+    ``use_dir_loss``): on (B, C, H, W) outputs one cosine per pixel across the C channels, averaged over
+    the pixels; a flat (B, D) sample is a single vector. cos = <a, b> / (max(|a|, eps) max(|b|, eps)),
+    torch's cosine_similarity with its default eps (each norm clamped separately). Its gradient vanishes
+    where pred = target, so it adds no bias at the exact fixed point. With one channel (digits' 1x8x8)
+    the cosine is a sign: the term is piecewise constant and only moves an adaptive weight.
+    """
+    cos = torch.nn.functional.cosine_similarity(pred, target, dim=1, eps=eps)
+    return (1 - cos).reshape(cos.shape[0], -1).mean(1)

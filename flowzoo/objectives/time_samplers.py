@@ -63,22 +63,64 @@ class UniformPairs:
         return _sorted_pair(a, b)
 
 
-@TIME_SAMPLERS.register("dyadic")
-class DyadicGrid:
-    """Shortcut models' grid (Frans et al. 2024): step h = t - r = 2^-k, k uniform in {0..levels},
-    t uniform on the multiples of h in [h, 1]. With alpha = 1/2 each target is two steps of h/2, so the
-    smallest bootstrapped step is 2^-(levels+1) (levels = 6: 1/128, Shortcut's finest d)."""
-
-    def __init__(self, levels: int = 6):
-        self.levels = int(levels)
+@TIME_SAMPLERS.register("uniform_single")
+class UniformSingle:
+    """One draw t ~ U(0, 1) and r = t: the flow-matching rows' own time where the pairs are uniform (the
+    digits overrides give the presets that draw their r = t rows separately this, beside uniform pairs)."""
 
     def __call__(self, batch_size: int, *, generator=None, device=None) -> tuple[Tensor, Tensor]:
-        k = torch.randint(0, self.levels + 1, (batch_size,), generator=generator, device=device)
+        t = torch.rand(batch_size, generator=generator, device=device)
+        return t, t.clone()
+
+
+@TIME_SAMPLERS.register("dyadic")
+class DyadicGrid:
+    """Shortcut models' grid (Frans et al. 2024): step h = t - r = 2^-k, k in {0..levels}, t uniform on the
+    multiples of h in [h, 1]. With alpha = 1/2 each target is two steps of h/2, so the smallest bootstrapped
+    step is 2^-(levels+1) (levels = 6: 1/128, Shortcut's finest d).
+
+    k is uniform per sample, or with ``stratified`` as Shortcut's code assigns it (kvfrans/shortcut-models
+    targets_shortcut.py get_targets, bootstrap_dt_bias 0): n // (levels + 1) samples at each level and the
+    remainder at k = 0 (h = 1), in random order; the objective calls it with the bootstrap rows only
+    (fm_times set), so a batch of 256 with 32 bootstrap rows has 4 per level and 8 at h = 1."""
+
+    def __init__(self, levels: int = 6, stratified: bool = False):
+        self.levels, self.stratified = int(levels), bool(stratified)
+
+    def _levels(self, batch_size: int, generator, device) -> Tensor:
+        if not self.stratified:
+            return torch.randint(0, self.levels + 1, (batch_size,), generator=generator, device=device)
+        per_level = batch_size // (self.levels + 1)
+        k = torch.arange(self.levels + 1, device=device).repeat_interleave(per_level)
+        k = torch.cat([k, torch.zeros(batch_size - k.numel(), dtype=k.dtype, device=device)])
+        return k[torch.randperm(batch_size, generator=generator, device=device)]
+
+    def __call__(self, batch_size: int, *, generator=None, device=None) -> tuple[Tensor, Tensor]:
+        k = self._levels(batch_size, generator, device)
         h = torch.pow(2.0, -k.to(torch.float32))
         # t = j h with j uniform in {1, ..., 2^k}
         j = torch.floor(torch.rand(batch_size, generator=generator, device=device) * 2.0 ** k) + 1
         t = j * h
         return t, t - h
+
+
+@TIME_SAMPLERS.register("grid_step")
+class GridStep:
+    """t uniform on {1/steps, 2/steps, ..., 1} and r = t - 1/steps: one step of the finest grid.
+
+    Shortcut's flow-matching rows (kvfrans/shortcut-models targets_shortcut.py get_targets: t on the
+    denoise_timesteps = 128 grid, dt_base = log2(128), i.e. d = 1/128): trained on the data velocity at the
+    finest step, the level the finest bootstrap (two half steps of 1/64) queries. In flowzoo's convention
+    (t = 1 noise) the code's t in {0, ..., 127/128} (0 noise) becomes t = 1 - that, r = t - 1/128."""
+
+    def __init__(self, steps: int = 128):
+        if int(steps) < 1:
+            raise ValueError(f"grid_step steps must be a positive integer, got {steps}")
+        self.steps = int(steps)
+
+    def __call__(self, batch_size: int, *, generator=None, device=None) -> tuple[Tensor, Tensor]:
+        j = torch.randint(1, self.steps + 1, (batch_size,), generator=generator, device=device).to(torch.float32)
+        return j / self.steps, (j - 1) / self.steps
 
 
 @TIME_SAMPLERS.register("consistency")
@@ -98,17 +140,61 @@ class ConsistencyTimes:
         return t, torch.zeros_like(t)
 
 
+@TIME_SAMPLERS.register("lognormal_sigma")
+class LogNormalSigma(ConsistencyTimes):
+    """EDM's log-normal noise level sigma on the linear path, r = 0: ECT's t draw.
+
+    locuslab/ect @ 4311059, training/loss.py ECMLoss.__call__: sigma = exp(N(P_mean, P_std)), -1.1, 2.0.
+
+    z_t / (1 - t) = x + sigma e with sigma = t / (1 - t), so t = sigmoid(ln sigma): mean and std are
+    EDM's P_mean and P_std of ln sigma, and the median t is sigmoid(P_mean). Unclamped, as ECT's sigma.
+    """
+
+    def __init__(self, mean: float = -1.1, std: float = 2.0):
+        super().__init__(mean, std, t_min=0.0)
+
+
 def apply_fm_ratio(t: Tensor, r: Tensor, fm_ratio: float, *, generator=None) -> tuple[Tensor, Tensor]:
     """Set r = t on exactly round(fm_ratio * B) samples chosen at random (the flow-matching samples).
 
     An exact count (not a Bernoulli draw per sample) as in the official MeanFlow code, so the split
     of every batch is what the config says.
     """
+    is_fm = choose_fm_rows(t.shape[0], fm_ratio, generator=generator, device=t.device)
+    return t, torch.where(is_fm, t, r)
+
+
+def choose_fm_rows(batch: int, fm_ratio: float, *, generator=None, device=None) -> Tensor:
+    """The flow-matching rows: exactly round(fm_ratio * batch) of them, chosen at random (bool (batch,))."""
     if not 0.0 <= fm_ratio <= 1.0:
         raise ValueError(f"fm_ratio must lie in [0, 1], got {fm_ratio}")
-    batch = t.shape[0]
     n_fm = int(round(fm_ratio * batch))
-    chosen = torch.randperm(batch, generator=generator, device=t.device)[:n_fm]
-    is_fm = torch.zeros(batch, dtype=torch.bool, device=t.device)
+    chosen = torch.randperm(batch, generator=generator, device=device)[:n_fm]
+    is_fm = torch.zeros(batch, dtype=torch.bool, device=device)
     is_fm[chosen] = True
-    return t, torch.where(is_fm, t, r)
+    return is_fm
+
+
+@TIME_SAMPLERS.register("soflow")
+class SoFlowPairs:
+    """SoFlow's consistency pairs (zlab-princeton/SoFlow @ 3b60d60, train.py Learner.train; imagenet.yaml
+    time_mean [-0.2, -1.0, 0.2], time_std [1.0, 0.8, 0.8]): two independent logit-normal draws, not sorted,
+
+        t = max(sigmoid(N(t_mean, t_std)), min_gap),   r = min(sigmoid(N(r_mean, r_std)), t - min_gap).
+
+    When the r draw comes out above t (P = Phi(-(t_mean - r_mean) / sqrt(t_std^2 + r_std^2)) = 0.144 at
+    the defaults) the pair collapses to r = t - min_gap, where the exponential schedule's min_gap gives
+    alpha = 1: a flow-matching target at h = min_gap. The flow-matching rows' own t (the code's first
+    time draw, logit-normal(-0.2, 1)) is the objective's fm_times, not this sampler's.
+    """
+
+    def __init__(self, t_mean: float = 0.2, t_std: float = 0.8, r_mean: float = -1.0, r_std: float = 0.8,
+                 min_gap: float = 1e-4):
+        self.t_mean, self.t_std, self.r_mean, self.r_std = float(t_mean), float(t_std), float(r_mean), float(r_std)
+        self.min_gap = float(min_gap)
+
+    def __call__(self, batch_size: int, *, generator=None, device=None) -> tuple[Tensor, Tensor]:
+        n_r, n_t = torch.randn(2, batch_size, generator=generator, device=device)  # the code's time1, time2
+        t = torch.sigmoid(n_t * self.t_std + self.t_mean).clamp(min=self.min_gap)
+        r = torch.minimum(torch.sigmoid(n_r * self.r_std + self.r_mean), t - self.min_gap)
+        return t, r

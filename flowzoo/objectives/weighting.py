@@ -2,8 +2,9 @@
 
 ||Delta||^2 is the per-sample *mean* over elements (DESIGN.md §1), so c is on the per-element scale.
 Which preset uses which: flow_matching, trajectory_fm, shortcut -> uniform; meanflow -> adaptive;
-alphaflow -> alpha_adaptive (the official code); consistency -> consistency. inverse_alpha_adaptive
-is the adaptive weight that stays continuous as alpha -> 0 (the digits benchmark's alphaflow uses it).
+alphaflow -> alpha_adaptive (the official code); consistency -> consistency; ect -> ect (weighting_ect.py).
+inverse_alpha_adaptive is the adaptive weight that stays continuous as alpha -> 0 (the digits benchmark's
+alphaflow uses it).
 """
 
 from __future__ import annotations
@@ -79,12 +80,24 @@ class InverseAlphaAdaptive(Adaptive):
     adaptive-weighted gradient: the curriculum passes into MeanFlow without a jump in gradient scale.
     (The official alpha/(||Delta||^2 + c) instead vanishes like alpha^2 and then jumps at the alpha = 0
     clamp.) At alpha = 1 both equal MeanFlow's 1/(||Delta||^2 + c)^p.
+
+    consistency_scale multiplies the weight of the r < t rows (1 by default). SoFlow's code (the soflow
+    preset) sets 0.5: its consistency loss mean(sg(w) u * sg(dq)), dq = -Delta / alpha, has the gradient
+    w Delta / (alpha D), half that of the squared form w ||Delta||^2 / alpha (zlab-princeton/SoFlow
+    models.py, Soflow.get_consistency_loss).
     """
+
+    def __init__(self, c: float = 1e-3, p: float = 1.0, reduction: str = "mean", consistency_scale: float = 1.0):
+        super().__init__(c, p, reduction)
+        self.consistency_scale = float(consistency_scale)
 
     def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor, elements: int = 1) -> Tensor:
         inv = _inverse_alpha(alpha)
         scaled = sq_err.detach() * inv.pow(2)  # ||Delta / alpha||^2; at alpha = 0 Delta is already the MeanFlow residual
-        return inv * super().__call__(alpha, scaled, t, r, elements)
+        weight = inv * super().__call__(alpha, scaled, t, r, elements)
+        if self.consistency_scale != 1.0:
+            weight = torch.where(r < t, self.consistency_scale * weight, weight)
+        return weight
 
 
 @WEIGHTINGS.register("consistency")
@@ -92,7 +105,8 @@ class ConsistencyWeight:
     """w = t / alpha: consistency training's ||f(z_t) - f-(z_s)||^2 / (t - s) in the average-velocity form.
 
     With r = 0, f(z, t) = z - t u(z, 0, t) and t - s = alpha t, so ||f - f_tgt||^2 = t^2 ||Delta||^2 and
-    dividing by the step t - s gives (t / alpha) ||Delta||^2 (ECT's 1/(t - r) weighting, squared L2).
+    dividing by the step t - s gives (t / alpha) ||Delta||^2 (generic discrete CT with squared L2 in flowzoo's
+    t; ECT's own unsquared L2 over sigma_t - sigma_r is the ``ect`` weighting, weighting_ect.py).
     """
 
     def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor) -> Tensor:
@@ -102,13 +116,16 @@ class ConsistencyWeight:
 @WEIGHTINGS.register("tim")
 class TransitionWeight:
     """TiM's loss weight (Wang et al. 2025, "Transition Models", arXiv 2509.04394; WZDTHU/TiM
-    tim/schedulers/transition.py): a time weight times an adaptive weight,
+    tim/schedulers/transition.py, time_weighting and adaptive_weighting at b431859): a time weight times an
+    adaptive weight of the per-sample error,
 
-        w = sg(1 / (||Delta||^2 + c)) * g(t, r),   g = 1 / sqrt(tan t - tan r + sigma_d)   for r < t,  g = 1 at r = t,
+        w = sg(1 / (err + c)) * g(t, r),   g = 1 / sqrt(tan t - tan r + sigma_d)   for r < t,  g = 1 at r = t,
 
     the ImageNet-256 setting of its code (weight_time_type "sqrt" on tangent-warped times, sigma_d = 1,
-    c = 1e-5; ||Delta||^2 a per-element mean, as flowzoo's). ``time`` = "reciprocal" drops the sqrt,
-    "constant" the time weight.
+    c = 10e-6 = 1e-5, no power). err is what the objective hands every weighting: ||Delta||^2 (a
+    per-element mean, as TiM's mean_flat) plus, with directional_loss > 0, the directional term; TiM's
+    trainer (use_dir_loss=True) adds that term before adaptive_weighting, so its denominator holds it
+    too. ``time`` = "reciprocal" drops the sqrt, "constant" the time weight.
     """
 
     def __init__(self, sigma_d: float = 1.0, c: float = 1e-5, time: str = "sqrt", tangent: bool = True):
@@ -133,6 +150,10 @@ class TangentNormalised:
 
     so that w ||Delta||^2_mean = ||Delta||_2^2 / (||Delta||_2 + c) and the gradient with respect to the
     prediction is 2 Delta / (||Delta||_2 + c): the normalised tangent direction, whatever its scale.
+
+    This normalises the linear-path residual Delta itself, not sCM's TrigFlow-space tangent g (which is
+    Delta times a per-time factor): the scm preset's records before issue 25 used it. The official
+    normalisation is ``trigflow_tangent_normalised``.
     """
 
     elements_aware = True
@@ -143,3 +164,38 @@ class TangentNormalised:
     def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor, elements: int = 1) -> Tensor:
         norm = (elements * sq_err.detach()).clamp(min=0).sqrt()
         return elements / (norm + self.c)
+
+
+@WEIGHTINGS.register("trigflow_tangent_normalised")
+class TrigFlowTangentNormalised:
+    """sCM's tangent normalisation on the tangent sCM normalises, TrigFlow's g, for r = 0 (the scm preset):
+    the per-sample weight whose gradient equals that of NVlabs/rcm's sCM loss (rcm/models/
+    t2v_model_distill_rcm.py, T2VDistillModel_rCM._student_scm_step, commit 5b41aa9; sigma_d = 1).
+
+    The official loss per sample is  S ||F - sg(F) - g / (||g||_2 + c)||^2, summed over the D elements,
+    S = loss_scale (100), with TrigFlow time tau, x_tau = cos(tau) x + sin(tau) e. On the linear path
+    (t = sin tau / k, k = cos tau + sin tau, z_t = x_tau / k, network output u = u(z_t, 0, t)):
+      - F = (cos tau x_tau - f) / sin tau with f = z_t - t u, i.e. F = (cos tau - sin tau) z_t + u / k, so dF/du = 1/k;
+      - g = cos(tau) df/dtau (the code's g at tangent warm-up ratio 1), and along the data path
+        df/dt = v - u - t du/dt = -Delta, dt/dtau = 1/k^2, so g = -(cos tau / k^2) Delta.
+    The gradient with respect to u is then 2 S (cos tau / k^3) Delta / ((cos tau / k^2) ||Delta||_2 + c);
+    flowzoo's w ||Delta||^2_mean has gradient 2 w Delta / D, so
+
+        w = S D (cos tau / k^3) / ((cos tau / k^2) ||Delta||_2 + c)
+          = S D (1 - t) rho^2 / ((1 - t) rho ||Delta||_2 + c),    rho = sqrt(t^2 + (1 - t)^2) = 1 / k,
+
+    using cos tau = (1 - t) rho. The weight vanishes as t -> 1 (cos tau -> 0), where g does; c = 0.1 acts on
+    ||g||_2, i.e. on ||Delta||_2 scaled by (1 - t) rho. ``scale`` is S (rcm's loss_scale, 100 in its code and
+    experiments); r is not used (sCM has r = 0 everywhere).
+    """
+
+    elements_aware = True
+
+    def __init__(self, c: float = 0.1, scale: float = 100.0):
+        self.c, self.scale = float(c), float(scale)
+
+    def __call__(self, alpha: Tensor, sq_err: Tensor, t: Tensor, r: Tensor, elements: int = 1) -> Tensor:
+        delta_norm = (elements * sq_err.detach()).clamp(min=0).sqrt()  # ||Delta||_2 over all D elements
+        rho = torch.sqrt(t.square() + (1 - t).square())  # 1 / (cos tau + sin tau)
+        g_per_delta = (1 - t) * rho  # ||g||_2 / ||Delta||_2 = cos tau / k^2
+        return self.scale * elements * g_per_delta * rho / (g_per_delta * delta_norm + self.c)

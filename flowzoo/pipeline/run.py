@@ -33,7 +33,7 @@ from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, re
 from flowzoo.pipeline.divergence import DivergenceAlarm
 from flowzoo.pipeline.provenance import plugins_used, provenance
 from flowzoo.atomic import atomic_write_text, write_json
-from flowzoo.backbones.prediction import PREDICTIONS, apply_prediction
+from flowzoo.backbones.prediction import DEFAULT_T_MIN, PREDICTIONS, apply_prediction
 from flowzoo.registry import BACKBONES, OBJECTIVES, SAMPLERS
 from flowzoo.train import TrainingDiverged, TrainOptions, distributed, train
 from flowzoo.train.checkpoint import find_latest
@@ -58,10 +58,13 @@ def build_network(spec: dict[str, Any], dataset, seed: int, *, trusted: bool = T
     """The backbone sized for the dataset: sample_shape for MLPs, input_size/in_channels (+ num_frames) for (video) DiTs.
 
     ``trusted=False`` for a spec read from a run directory (data): a registered backbone only, never an import path."""
-    args = {k: v for k, v in spec.items() if k not in ("name", "prediction")}
+    args = {k: v for k, v in spec.items() if k not in ("name", "prediction", "prediction_t_min")}
     prediction = spec.get("prediction", "u")  # what the raw output means (backbones/prediction.py)
     if prediction not in PREDICTIONS:
         raise ConfigError(f"backbone.prediction must be one of {', '.join(PREDICTIONS)}, not {prediction!r}.")
+    t_min = spec.get("prediction_t_min", DEFAULT_T_MIN)  # x-prediction's floor on t in u = (z - x^) / t
+    if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not t_min > 0:
+        raise ConfigError(f"backbone.prediction_t_min must be a positive number, not {t_min!r}.")
     factory = BACKBONES.get(spec["name"], trusted=trusted)
     params = inspect.signature(factory).parameters
     shape = tuple(dataset.sample_shape)
@@ -81,7 +84,7 @@ def build_network(spec: dict[str, Any], dataset, seed: int, *, trusted: bool = T
         args.setdefault("input_size", shape[-1])
     args.setdefault("num_classes", dataset.num_classes)
     torch.manual_seed(seed)  # the initial weights depend on the seed only
-    return apply_prediction(create_backbone(spec["name"], trusted=trusted, **args), prediction)
+    return apply_prediction(create_backbone(spec["name"], trusted=trusted, **args), prediction, t_min)
 
 
 def check_out_folder(out: Path) -> None:

@@ -48,4 +48,5 @@ from flowzoo.objectives.presets import (  # noqa: E402,F401  (registration side 
     tim,
     scm,
     pmf,
+    ect,
 )

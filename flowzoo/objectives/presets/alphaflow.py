@@ -6,6 +6,8 @@ alphaflow = register_preset(
     ObjectiveConfig(
         time_sampler={"name": "logit_normal", "mean": -0.4, "std": 1.0},
         fm_ratio=0.5,  # fraction of the batch with r = t (alphaflow-B/2 recipe)
+        # The r = t rows draw their own single time (the code's time_sampling_fm), not the larger of a pair.
+        fm_times={"name": "logit_normal_single", "mean": -0.4, "std": 1.0},
         alpha={"name": "sigmoid", "start_frac": 0.0, "end_frac": 1.0, "gamma": 25.0, "eta": 5e-3},
         weighting={"name": "alpha_adaptive", "c": 1e-3, "p": 1.0},
         target_clamp=4.0,
@@ -19,7 +21,10 @@ alphaflow = register_preset(
 
     Follows the official code (snap-research/alphaflow, src/training/loss.py AlphaFlowLoss): only the
     two-point targets of r < t samples with 0 < alpha < 1 are clamped to +-4 (_compute_mean_velocity_d);
-    r = t samples are never clamped. With CFG (the -cfg recipes) labels drop only inside the guidance
+    r = t samples are never clamped. Times as its sample_traj_params draws them: the fm_ratio rows (r = t)
+    take one logit-normal(-0.4, 1) draw each (median sigmoid(-0.4) = 0.401), the others the max and min of
+    two draws; `fm_times: null` gives the r = t rows the larger of a pair instead (median 0.538: flowzoo's
+    choice before issue 25, and MeanFlow's code's). Checked against commit b0fef77. With CFG (the -cfg recipes) labels drop only inside the guidance
     interval and dropped samples get the guided mix with the null prediction (_compute_velocity_cfg);
     flowzoo's earlier choices are the shift options `dropped: data` and `drop_outside_interval: true`.""",
 )
