@@ -155,3 +155,21 @@ def test_shortcut_earlier_behaviour_is_a_named_option():
                                  time_sampler={"name": "dyadic", "levels": 6})
     t, r, fm = objective.sample_times(256, 0, torch.Generator().manual_seed(6), None)
     assert torch.equal(r[fm], t[fm]) and int(fm.sum()) == 224
+
+
+def test_imf_drops_labels_on_its_r_equals_t_rows_only_ten_percent_of_the_batch():
+    """iMF's cond_drop (Lyy-iiis/imeanflow imf.py): Binomial(B, 0.1) drops on the first rows, which sample_tr
+    made the r = t rows; flowzoo drops each r = t row with 0.2: no r < t row drops, 10% of the batch does."""
+    objective = create_objective("imf", TinyVelocityNet())
+    x, y = torch.randn(512, 4), torch.randint(0, 3, (512,))
+    g = torch.Generator().manual_seed(7)
+    dropped = fm_rows = 0
+    for _ in range(40):
+        drawn = objective.draw(x, y, 0, g)
+        fm = drawn.r == drawn.t
+        assert not bool((drawn.dropped & ~fm).any())
+        dropped += int(drawn.dropped.sum())
+        fm_rows += int(fm.sum())
+    n = 40 * 512
+    assert fm_rows == n // 2
+    assert abs(dropped / n - 0.1) < 4 * math.sqrt(0.2 * 0.8 * (n // 2)) / n
