@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from faults_helpers import arm, assert_kept, assert_one_sentence, checksums, run_subprocess, toy_args
 from flowzoo import atomic
@@ -280,3 +281,19 @@ def test_faults_readme_escapes_html_from_records(good_record, tmp_path):
     assert command in readme  # verbatim in a code span, where Markdown renders no HTML
     assert "<script" not in readme.replace(command, "") and "<script>alert" not in page
     assert page.count("<script") == 1  # the page's own inline script (column sorting) only
+
+
+def test_faults_eval_of_a_checkpoint_whose_metrics_are_not_finite_writes_nothing(run_copy, capsys):
+    """flowzoo eval on a checkpoint whose EMA weights are NaN: exit 1, one sentence, no .eval-seedK.json."""
+    ckpt = sorted((run_copy / "checkpoints").glob("*.pt"))[-1]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert isinstance(state.get("ema"), list) and state["ema"], f"checkpoint layout changed: {sorted(state)}"
+    for tensor in state["ema"][0]["net"].values():  # the EMA that eval samples from by default (--ema 0)
+        if torch.is_tensor(tensor) and tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    torch.save(state, ckpt)
+    code, _, err = flowzoo("eval", "--checkpoint", str(ckpt), "--nfe", "1", "--num-samples", "64", "--threads", "1",
+                           capsys=capsys)
+    assert code == 1
+    assert_one_sentence(err, f"the metrics of {ckpt} are not finite", "was not written")
+    assert not list((run_copy / "checkpoints").glob("*.eval-seed*.json"))

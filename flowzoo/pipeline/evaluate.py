@@ -6,8 +6,10 @@ once per dataset by the same metric objects, so each number sits beside its floo
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from flowzoo.eval import balanced_labels, metrics_for, save_image_grid, save_toy
 from flowzoo.eval.plots import figure_title, save_video_gif, save_video_strips
 from flowzoo.samplers import sample
 from flowzoo.samplers.noise import SampleNoise, noise_block, starting_noise
+from flowzoo.train import TrainingDiverged
 
 
 def shard(num_samples: int, rank: int, world_size: int) -> list[int]:
@@ -171,3 +174,18 @@ def results_table(title: str, results: dict[str, dict[str, float]], reference: d
     if floors:
         table.add_row("real data (floor)", *(f"{floors[k]:.4g}" if k in floors else "" for k in keys))
     return table
+
+
+class MetricsNotFinite(TrainingDiverged):
+    """An evaluation with a NaN or infinite metric (or reference number): the command exits non-zero and
+    writes no result (a run's result.json, an eval's CKPT.eval-seedK.json)."""
+
+
+def nonfinite_metrics(evaluation: dict[str, Any]) -> list[str]:
+    """"sampler@nfe metric = value" for every NaN or infinite number of an evaluation (results and reference)."""
+    def bad(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not math.isfinite(value)
+
+    found = [f"{key} {name} = {value}" for key, row in evaluation["results"].items() for name, value in row.items()
+             if bad(value)]
+    return found + [f"reference {name} = {value}" for name, value in evaluation.get("reference", {}).items() if bad(value)]

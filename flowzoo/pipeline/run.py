@@ -30,6 +30,7 @@ from flowzoo.jsonl import append_line, read_by_step
 from flowzoo.loggers import Trackers
 from flowzoo.objectives import create_objective
 from flowzoo.pipeline.evaluate import eval_mode, evaluate, generate, measure, results_table, write_samples_figure
+from flowzoo.pipeline.evaluate import MetricsNotFinite, nonfinite_metrics  # noqa: F401 (here since issue 26)
 from flowzoo.pipeline.divergence import DivergenceAlarm
 from flowzoo.pipeline.provenance import plugins_used, provenance
 from flowzoo.atomic import atomic_write_text, write_json
@@ -223,22 +224,6 @@ def log_evaluation(trackers: Trackers, evaluation: dict[str, Any], samples_dir: 
     trackers.log_metrics(evaluation.get("reference", {}), step, prefix="reference/")
     trackers.log_images({f"eval/{key}/samples": samples_dir / f"{key.replace('@', '-nfe')}.png"
                          for key in evaluation["results"]}, step)
-
-
-class MetricsNotFinite(TrainingDiverged):
-    """A run whose final metrics (or reference numbers) are NaN or infinite: exit non-zero, no result.json."""
-
-
-def nonfinite_metrics(evaluation: dict[str, Any]) -> list[str]:
-    """"sampler@nfe metric = value" for every NaN or infinite number of an evaluation (results and reference)."""
-    import math
-
-    def bad(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not math.isfinite(value)
-
-    found = [f"{key} {name} = {value}" for key, row in evaluation["results"].items() for name, value in row.items()
-             if bad(value)]
-    return found + [f"reference {name} = {value}" for name, value in evaluation.get("reference", {}).items() if bad(value)]
 
 
 class PreviewHook:

@@ -18,7 +18,7 @@ from rich.console import Console
 from flowzoo.config import ConfigError, load_yaml
 from flowzoo.data import create_dataset
 from flowzoo.eval.plots import figure_title
-from flowzoo.pipeline.evaluate import evaluate, generate, results_table, write_samples_figure
+from flowzoo.pipeline.evaluate import MetricsNotFinite, evaluate, generate, nonfinite_metrics, results_table, write_samples_figure
 from flowzoo.atomic import atomic_write, remove_stale_temps, write_json
 from flowzoo.pipeline.run import build_network
 from flowzoo.precision import set_tf32
@@ -125,6 +125,15 @@ def evaluate_checkpoint(checkpoint, *, nfes: list[int], sampler: str | None, num
         return None
     record = {"checkpoint": str(checkpoint), "step": ckpt["step"], "ema": ema_index, **evaluation}
     out = Path(checkpoint).with_suffix(f".eval-seed{seed}.json")
+    not_finite = nonfinite_metrics(evaluation)
+    if not_finite:  # a NaN is not a result: no file (an earlier one stays), a non-zero exit
+        if console is not None:
+            console.print(results_table(f"{checkpoint} (step {ckpt['step']}, not finite)", evaluation["results"],
+                                        evaluation["reference"]))
+        raise MetricsNotFinite(
+            f"the metrics of {checkpoint} are not finite ({', '.join(not_finite[:4])}"
+            f"{', ...' if len(not_finite) > 4 else ''}), so {out.name} was not written: the checkpoint's weights "
+            f"(or this EMA, --ema {ema_index}) may hold NaN; try another checkpoint or --ema -1.")
     write_json(out, record)
     if console is not None:
         console.print(results_table(f"{checkpoint} (step {ckpt['step']})", evaluation["results"], evaluation["reference"]))
