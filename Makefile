@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # from the machine's local wheel cache; any other torch request downloads gigabytes.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test install
+.PHONY: run test install fashion-data
 
 # jvp-flash-attention (flowzoo[gpu]'s fused JVP attention) is pinned and installed without dependencies, so it
 # cannot move torch; torch brings triton. The tests run its Triton kernel on the CPU under Triton's interpreter.
@@ -27,3 +27,22 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests
+
+# Fashion-MNIST's four IDX files for `--data fashion_mnist` (flowzoo never downloads at run time): Debian's and
+# Ubuntu's package dataset-fashion-mnist puts them in /usr/share/datasets/fashion-mnist, the data's default root.
+# Without apt (or without that package in its archive), say where the files come from instead.
+FASHION_HINT := get the four files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, \
+t10k-labels-idx1-ubyte.gz) from github.com/zalandoresearch/fashion-mnist (data/fashion) into a folder and pass it \
+as --set data.root=FOLDER
+
+fashion-data:
+	@if command -v dpkg >/dev/null 2>&1 && dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+	  echo "Fashion-MNIST is installed (dataset-fashion-mnist: /usr/share/datasets/fashion-mnist)."; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$sudo apt-get install -y dataset-fashion-mnist \
+	    || { $$sudo apt-get update -qq && $$sudo apt-get install -y dataset-fashion-mnist; } \
+	    || { echo "apt could not install dataset-fashion-mnist; $(FASHION_HINT)."; exit 1; }; \
+	else \
+	  echo "No apt here: $(FASHION_HINT)."; exit 1; \
+	fi

@@ -60,7 +60,7 @@ def run(
     objective: Optional[str] = typer.Option(None, help="Registered objective (preset): alphaflow, meanflow, flow_matching, shortcut, consistency, trajectory_fm, or a plugin's. Default: alphaflow."),
     schedule: Optional[str] = typer.Option(None, help="Alpha schedule for the objective: constant, step, linear, cosine, sigmoid, ct_discrete (configs/schedule/NAME.yaml holds its arguments)."),
     backbone: Optional[str] = typer.Option(None, help="Registered backbone, e.g. mlp, DiT-tiny/2, DiT-B/2. Default: the one configs/data/DATA.yaml names."),
-    data: Optional[str] = typer.Option(None, help="Dataset: digits (default, built in), toy:checkerboard, toy:8gaussians, toy:moons, toy:spirals, or a latent cache folder (flowzoo prepare imagenet256) for ImageNet-256."),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits (default, built in), toy:checkerboard, toy:8gaussians, toy:moons, toy:spirals, fashion_mnist (IDX files in data.root; make fashion-data), or a latent cache folder (flowzoo prepare imagenet256) for ImageNet-256."),
     steps: Optional[int] = typer.Option(None, help="Training steps (optimizer updates). Default: the data config's budget."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (split over ranks under torchrun)."),
     seed: Optional[int] = typer.Option(None, help="Seed for the model, the data order and every step's noise. Default 0."),

@@ -135,4 +135,8 @@ def dataset_for_tests(name: str):
         from video_standins import kinetics_for_tests
 
         return kinetics_for_tests()
+    if name == "fashion_mnist":  # tiny IDX files: the tests never need Debian's dataset-fashion-mnist
+        from fashion_standins import standin_fashion_root
+
+        return create_dataset(name, root=standin_fashion_root())
     return create_dataset(name)

@@ -1,11 +1,12 @@
-"""Datasets: registered by name in DATASETS; built in are the 2-D toys and scikit-learn's digits.
+"""Datasets: registered by name in DATASETS; built in are the 2-D toys, scikit-learn's digits and Fashion-MNIST
+(read from the user's IDX files; see fashion_mnist.py).
 
 A dataset object has
     sample_shape: tuple            shape of one sample, e.g. (2,) or (1, 8, 8)
     num_classes: int               0 for unconditional data (labels are then all 0, the null label)
     stream(batch_size, seed, rank=0, world_size=1) -> DataStream    resumable training batches
     reference(n, seed) -> (x, y)   fresh real samples for evaluation, never trained on
-and digits also `train_tensors()`, `heldout_tensors()`, `class_means()`.
+and digits and fashion_mnist also `train_tensors()`, `heldout_tensors()`, `class_means()`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import difflib
 
 from flowzoo.data.digits import Digits
+from flowzoo.data.fashion_mnist import FashionMNIST
 from flowzoo.data.imagenet import ImageNetLatents  # registers imagenet256
 from flowzoo.data.kinetics import kinetics700  # registers kinetics700
 from flowzoo.data.stream import DataStream, EpochStream, SampledStream, derive_seed, generator
@@ -21,7 +23,7 @@ from flowzoo.registry import DATASETS
 
 __all__ = [
     "create_dataset", "parse_data_name", "list_datasets", "DataStream", "EpochStream", "SampledStream",
-    "derive_seed", "generator", "Digits", "Toy2D", "Checkerboard", "EightGaussians", "Moons", "Spirals",
+    "derive_seed", "generator", "Digits", "FashionMNIST", "Toy2D", "Checkerboard", "EightGaussians", "Moons", "Spirals",
 ]
 
 
