@@ -54,5 +54,7 @@ def write_fashion_root(root: Path, n_train: int = 60, n_heldout: int = 60, gzipp
 
 @functools.lru_cache(maxsize=None)
 def standin_fashion_root() -> str:
-    """One stand-in data.root per test process, for the registry-wide dataset tests."""
-    return str(write_fashion_root(Path(tempfile.mkdtemp(prefix="flowzoo-fashion-")) / "fashion", gzipped=True))
+    """One stand-in data.root per test process, for the registry-wide dataset and metric tests (120 held-out
+    images: the metric contract test draws 100)."""
+    return str(write_fashion_root(Path(tempfile.mkdtemp(prefix="flowzoo-fashion-")) / "fashion", n_train=120,
+                                  n_heldout=120, gzipped=True))

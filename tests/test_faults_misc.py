@@ -102,6 +102,7 @@ class Killed(BaseException):
 
 
 def test_faults_digits_classifier_pair_survives_a_kill_at_every_step(tmp_path, monkeypatch):
+    from flowzoo.eval import classifier as pair  # the trainer and pair writer digits and Fashion-MNIST share
     from flowzoo.eval import digits_classifier as dc
 
     path = tmp_path / "assets" / "cls.safetensors"
@@ -122,7 +123,7 @@ def test_faults_digits_classifier_pair_survives_a_kill_at_every_step(tmp_path, m
     # which loading completes; the modes stay 0644 whatever the umask.
     def kill(staged, final):
         raise Killed
-    monkeypatch.setattr(dc, "_complete", kill)
+    monkeypatch.setattr(pair, "_complete", kill)
     umask = os.umask(0o077)
     try:
         with pytest.raises(Killed):
@@ -134,7 +135,7 @@ def test_faults_digits_classifier_pair_survives_a_kill_at_every_step(tmp_path, m
     assert record["seed"] == 2 and record["sha256"] != old_record["sha256"]
     dc.load_digits_classifier.cache_clear()
     dc.load_digits_classifier(path)
-    assert dc.sha256_file(path) == record["sha256"] and not dc.staged_path(path).exists()
+    assert pair.sha256_file(path) == record["sha256"] and not pair.staged_path(path).exists()
     assert {oct(p.stat().st_mode & 0o777) for p in path.parent.iterdir()} == {"0o644"}
 
 

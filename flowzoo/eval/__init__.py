@@ -1,5 +1,5 @@
-"""Evaluation metrics, registered in METRICS: "toy2d" (2-D toys), "digits" (8x8 digits), "imagenet_fid", "fd_dinov2",
-"fvd" (video).
+"""Evaluation metrics, registered in METRICS: "toy2d" (2-D toys), "digits" (8x8 digits), "fashion_mnist"
+(Fashion-MNIST at 32x32), "imagenet_fid", "fd_dinov2", "fvd" (video).
 
 Contract (see base.py): `metric = create_metric(name, seed=0, ...)`;
 `metric(generated, labels, dataset) -> dict[str, float]`; `metric.reference(dataset) -> dict[str, float]`
@@ -13,13 +13,15 @@ from flowzoo.eval.fid import ImageNetFID  # registers imagenet_fid
 from flowzoo.eval.fd_dinov2 import FDDINOv2  # registers fd_dinov2
 from flowzoo.eval.fvd import FVD  # registers fvd
 from flowzoo.eval.digits_metrics import DigitsMetrics, balanced_labels, nearest_distances
+from flowzoo.eval.fashion_metrics import FashionMetrics  # registers fashion_mnist
 from flowzoo.eval.frechet import frechet_distance, gaussian_stats
 from flowzoo.eval.plots import save_image_grid, save_toy_scatter
 from flowzoo.eval.toy_metrics import ToyMetrics, mmd_rbf, mode_coverage, sliced_wasserstein
 from flowzoo.registry import METRICS
 
 __all__ = [
-    "Metric", "ToyMetrics", "DigitsMetrics", "ImageNetFID", "FDDINOv2", "FVD", "create_metric", "metrics_for", "sliced_wasserstein", "mmd_rbf",
+    "Metric", "ToyMetrics", "DigitsMetrics", "FashionMetrics", "ImageNetFID", "FDDINOv2", "FVD", "create_metric",
+    "metrics_for", "sliced_wasserstein", "mmd_rbf",
     "mode_coverage", "frechet_distance", "gaussian_stats", "nearest_distances", "balanced_labels", "DigitsClassifier",
     "load_digits_classifier", "train_digits_classifier", "save_image_grid", "save_toy_scatter",
 ]
