@@ -25,6 +25,7 @@ from flowzoo.leaderboard.reported import MARK, ReportedSection, load_reported
 from flowzoo.leaderboard.budget import budget_line
 from flowzoo.leaderboard.overview import Overview, build_overview, legend, overview_html, overview_table
 from flowzoo.leaderboard.page_assets import SORT_SCRIPT, STYLE
+from flowzoo.leaderboard.staleness import stale_note
 from flowzoo.leaderboard.provenance import hardware_note, provenance_details, provenance_line, same_cells_elsewhere
 from flowzoo.leaderboard.stats import FAMILY_ALPHA, INTERVAL, LEVEL, MIN_SEEDS, MULTIPLICITY
 from flowzoo.leaderboard.tables import Table, comparison_table, comparisons_count, detail_table, ranking_table, reference_line, reported_table
@@ -162,6 +163,9 @@ def markdown(secs: list[Section], loaded: LoadedRecords, plot_files: dict[str, s
             mixed = hardware_note(group)
             if mixed:
                 out += [f"**{md_text(mixed)}**", ""]
+            stale = stale_note(group, suite_info(group.benchmark))
+            if stale:
+                out += [f"**{md_text(stale)}**", ""]
             floor = reference_line(group)
             if floor:
                 out += [f"Reference points (real data measured the same way): {md_text(floor)}.", ""]
@@ -222,6 +226,9 @@ def group_html(group: Group, title: str, loaded: LoadedRecords, figures: dict[st
     mixed = hardware_note(group)
     if mixed:
         left.append(f"<p><b>{html.escape(mixed)}</b></p>")
+    stale = stale_note(group, suite_info(group.benchmark))
+    if stale:
+        left.append(f"<p><b>{html.escape(stale)}</b></p>")
     floor = reference_line(group)
     if floor:
         left.append(f"<p>Reference points: {html.escape(floor)}</p>")
