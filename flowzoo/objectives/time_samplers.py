@@ -164,12 +164,16 @@ def apply_fm_ratio(t: Tensor, r: Tensor, fm_ratio: float, *, generator=None) -> 
     return t, torch.where(is_fm, t, r)
 
 
-def choose_fm_rows(batch: int, fm_ratio: float, *, generator=None, device=None) -> Tensor:
-    """The flow-matching rows: exactly round(fm_ratio * batch) of them, chosen at random (bool (batch,))."""
+def fm_count(batch: int, fm_ratio: float) -> int:
+    """How many of a batch's rows train as flow matching: exactly round(fm_ratio * batch)."""
     if not 0.0 <= fm_ratio <= 1.0:
         raise ValueError(f"fm_ratio must lie in [0, 1], got {fm_ratio}")
-    n_fm = int(round(fm_ratio * batch))
-    chosen = torch.randperm(batch, generator=generator, device=device)[:n_fm]
+    return int(round(fm_ratio * batch))
+
+
+def choose_fm_rows(batch: int, fm_ratio: float, *, generator=None, device=None) -> Tensor:
+    """The flow-matching rows: exactly round(fm_ratio * batch) of them, chosen at random (bool (batch,))."""
+    chosen = torch.randperm(batch, generator=generator, device=device)[:fm_count(batch, fm_ratio)]
     is_fm = torch.zeros(batch, dtype=torch.bool, device=device)
     is_fm[chosen] = True
     return is_fm

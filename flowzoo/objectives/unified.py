@@ -32,7 +32,7 @@ from flowzoo.objectives.shift import ShiftContext
 from flowzoo.objectives.target import (AlphaTarget, alpha_target_parts, directional_error, loss_decomposition,
                                       per_sample)
 from flowzoo.objectives.jvp import get_jvp_backend
-from flowzoo.objectives.time_samplers import apply_fm_ratio, choose_fm_rows
+from flowzoo.objectives.time_samplers import apply_fm_ratio, choose_fm_rows, fm_count
 from flowzoo.objectives.velocity import ConditionedVelocity
 from flowzoo.precision import full_fp32
 from flowzoo.registry import SHIFT_VELOCITIES, TIME_SAMPLERS, WEIGHTINGS
@@ -162,8 +162,9 @@ class UnifiedObjective(nn.Module):
             t, r = self.time_sampler(batch, generator=generator, device=device)
             t, r = apply_fm_ratio(t, r, self.fm_ratio.value(step), generator=generator)
             return t, r, r == t
-        fm = choose_fm_rows(batch, self.fm_ratio.value(step), generator=generator, device=device)
-        n_fm = int(fm.sum())  # known on the host already: round(fm_ratio * batch)
+        ratio = self.fm_ratio.value(step)
+        fm = choose_fm_rows(batch, ratio, generator=generator, device=device)
+        n_fm = fm_count(batch, ratio)  # on the host: counting the mask would be a device sync per step
         t, r = torch.empty(batch, device=device), torch.empty(batch, device=device)
         if n_fm < batch:
             t[~fm], r[~fm] = self.time_sampler(batch - n_fm, generator=generator, device=device)
