@@ -41,6 +41,29 @@ def balanced_labels(n: int = 300, num_classes: int = 10) -> torch.Tensor:
     return torch.arange(n) % num_classes
 
 
+def feature_metrics(name: str, feats: torch.Tensor, pred: torch.Tensor, labels, reference_stats, memorisation: float,
+                    *, num_fd_samples: int, seed: int, num_classes: int) -> dict[str, float]:
+    """fd (a seeded subset of num_fd_samples features against reference_stats), class_acc on the conditioning
+    labels, class_entropy of the predictions, and the given memorisation: what a classifier-feature metric
+    (digits, Fashion-MNIST) reports, computed one way for both."""
+    n_fd = min(num_fd_samples, len(feats))
+    if n_fd < num_fd_samples:
+        warnings.warn(f"{name}: {len(feats)} samples given but fd uses {num_fd_samples}; the fd is biased "
+                      "upward and not comparable to the floor.", stacklevel=3)
+    # A seeded subset, not the first n: samples are often ordered by class.
+    fd_idx = torch.randperm(len(feats), generator=generator(seed))[:n_fd]
+    out = {"fd": frechet_distance(*gaussian_stats(feats[fd_idx]), *reference_stats)}
+    if labels is not None:
+        labels = torch.as_tensor(labels).long().cpu()
+        conditional = labels < num_classes  # the null label means "unconditional"
+        if conditional.any():
+            out["class_acc"] = (pred[conditional] == labels[conditional]).float().mean().item()
+    share = torch.bincount(pred, minlength=num_classes).double() / len(pred)
+    out["class_entropy"] = (-(share * share.clamp_min(1e-12).log()).sum() / math.log(num_classes)).item()
+    out["memorisation"] = memorisation
+    return out
+
+
 def nearest_distances(x: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """For each row of x, the L2 distance (flattened pixels) to its nearest row of bank."""
     return torch.cdist(x.flatten(1).double(), bank.flatten(1).double()).min(dim=1).values
@@ -104,24 +127,9 @@ class DigitsMetrics(Metric):
         feats, logits = self.features_and_logits(x)
         pred = logits.argmax(dim=1)
 
-        n_fd = min(self.num_fd_samples, len(x))
-        if n_fd < self.num_fd_samples:
-            warnings.warn(f"digits: {len(x)} samples given but fd uses {self.num_fd_samples}; the fd is biased "
-                          "upward and not comparable to the floor.", stacklevel=2)
-        # A seeded subset, not the first n: samples are often ordered by class.
-        fd_idx = torch.randperm(len(x), generator=generator(self.seed))[:n_fd]
-        out = {"fd": frechet_distance(*gaussian_stats(feats[fd_idx]), mu_train, cov_train)}
-
-        if labels is not None:
-            labels = torch.as_tensor(labels).long().cpu()
-            conditional = labels < dataset.num_classes  # the null label means "unconditional"
-            if conditional.any():
-                out["class_acc"] = (pred[conditional] == labels[conditional]).float().mean().item()
-        share = torch.bincount(pred, minlength=dataset.num_classes).double() / len(pred)
-        out["class_entropy"] = (-(share * share.clamp_min(1e-12).log()).sum() / math.log(dataset.num_classes)).item()
         gen_nn = nearest_distances(x, dataset.train_tensors()[0]).median().item()
-        out["memorisation"] = gen_nn / heldout_nn
-        return out
+        return feature_metrics("digits", feats, pred, labels, (mu_train, cov_train), gen_nn / heldout_nn,
+                               num_fd_samples=self.num_fd_samples, seed=self.seed, num_classes=dataset.num_classes)
 
     def reference(self, dataset) -> dict[str, float]:
         """heldout/*, class_means/*, train/* measured exactly as generated samples are."""

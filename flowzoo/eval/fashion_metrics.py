@@ -38,7 +38,6 @@ Sharded evaluation: each rank summarises its share to features, predictions and 
 from __future__ import annotations
 
 import hashlib
-import math
 import warnings
 from pathlib import Path
 
@@ -47,8 +46,8 @@ import torch
 from flowzoo.data.fashion_mnist import to_model_space
 from flowzoo.data.stream import REFERENCE, generator
 from flowzoo.eval.base import Metric
-from flowzoo.eval.digits_metrics import balanced_labels
-from flowzoo.eval.frechet import frechet_distance, gaussian_stats
+from flowzoo.eval.digits_metrics import balanced_labels, feature_metrics
+from flowzoo.eval.frechet import gaussian_stats
 from flowzoo.registry import METRICS
 
 NUM_SAMPLES = 2000  # = eval.num_samples in configs/data/fashion_mnist.yaml; see its comment for why
@@ -175,24 +174,9 @@ class FashionMetrics(Metric):
         pred = torch.cat([p["pred"] for p in parts])
         nearest = torch.cat([p["nearest"] for p in parts])
         labels = None if parts[0]["labels"] is None else torch.cat([p["labels"] for p in parts])
-        (mu_ref, cov_ref), heldout_nn = self._reference_stats(dataset)
-
-        n_fd = min(self.num_fd_samples, len(feats))
-        if n_fd < self.num_fd_samples:
-            warnings.warn(f"fashion_mnist: {len(feats)} samples given but fd uses {self.num_fd_samples}; the fd is "
-                          "biased upward and not comparable to the floor.", stacklevel=2)
-        # A seeded subset, not the first n: samples are often ordered by class.
-        fd_idx = torch.randperm(len(feats), generator=generator(self.seed))[:n_fd]
-        out = {"fd": frechet_distance(*gaussian_stats(feats[fd_idx]), mu_ref, cov_ref)}
-
-        if labels is not None:
-            conditional = labels < dataset.num_classes  # the null label means "unconditional"
-            if conditional.any():
-                out["class_acc"] = (pred[conditional] == labels[conditional]).float().mean().item()
-        share = torch.bincount(pred, minlength=dataset.num_classes).double() / len(pred)
-        out["class_entropy"] = (-(share * share.clamp_min(1e-12).log()).sum() / math.log(dataset.num_classes)).item()
-        out["memorisation"] = nearest.median().item() / heldout_nn
-        return out
+        reference_stats, heldout_nn = self._reference_stats(dataset)
+        return feature_metrics("fashion_mnist", feats, pred, labels, reference_stats, nearest.median().item() / heldout_nn,
+                               num_fd_samples=self.num_fd_samples, seed=self.seed, num_classes=dataset.num_classes)
 
     def __call__(self, generated: torch.Tensor, labels: torch.Tensor | None, dataset) -> dict[str, float]:
         return self.finish([self.summarise(generated, labels, dataset)], dataset)
