@@ -33,7 +33,7 @@ test: $(VENV)/.installed
 # Without apt (or without that package in its archive), say where the files come from instead.
 FASHION_HINT := get the four files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, \
 t10k-labels-idx1-ubyte.gz) from github.com/zalandoresearch/fashion-mnist (data/fashion) into a folder and pass it \
-as --set data.root=FOLDER
+as --set data.path=FOLDER
 
 fashion-data:
 	@if command -v dpkg >/dev/null 2>&1 && dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \

@@ -60,7 +60,7 @@ def run(
     objective: Optional[str] = typer.Option(None, help="Registered objective (preset): alphaflow, meanflow, flow_matching, shortcut, consistency, trajectory_fm, or a plugin's. Default: alphaflow."),
     schedule: Optional[str] = typer.Option(None, help="Alpha schedule for the objective: constant, step, linear, cosine, sigmoid, ct_discrete (configs/schedule/NAME.yaml holds its arguments)."),
     backbone: Optional[str] = typer.Option(None, help="Registered backbone, e.g. mlp, DiT-tiny/2, DiT-B/2. Default: the one configs/data/DATA.yaml names."),
-    data: Optional[str] = typer.Option(None, help="Dataset: digits (default, built in), toy:checkerboard, toy:8gaussians, toy:moons, toy:spirals, fashion_mnist (IDX files in data.root; make fashion-data), or a latent cache folder (flowzoo prepare imagenet256) for ImageNet-256."),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits (default, built in), toy:checkerboard, toy:8gaussians, toy:moons, toy:spirals, fashion_mnist (IDX files in data.path; make fashion-data), or a latent cache folder (flowzoo prepare imagenet256) for ImageNet-256."),
     steps: Optional[int] = typer.Option(None, help="Training steps (optimizer updates). Default: the data config's budget."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (split over ranks under torchrun)."),
     seed: Optional[int] = typer.Option(None, help="Seed for the model, the data order and every step's noise. Default 0."),
@@ -206,7 +206,7 @@ def prepare_fashion_classifier(
     out_path: Path = typer.Option(Path("flowzoo/assets/fashion_classifier.safetensors"), "--out", help="Output .safetensors (its .json record is written beside it)."),
     seed: int = typer.Option(0, help="Seed of the initialisation, the batch order and the shifts (training is deterministic, on one thread)."),
     epochs: int = typer.Option(12, help="Passes over the 60,000 training images (12: 4.4 minutes on one core of a shared 2-core VM)."),
-    root: Optional[Path] = typer.Option(None, help="Folder of the four IDX files (default: Debian's /usr/share/datasets/fashion-mnist; make fashion-data)."),
+    root: Optional[Path] = typer.Option(None, "--data", help="Folder of the four IDX files (default: Debian's /usr/share/datasets/fashion-mnist; make fashion-data)."),
 ) -> None:
     """Train the small CNN whose features define the fashion_mnist FD and class accuracy (train split only)."""
     from flowzoo.eval.fashion_classifier import train_fashion_classifier

@@ -41,7 +41,7 @@ def tiny_images(n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_fashion_root(root: Path, n_train: int = 60, n_heldout: int = 60, gzipped: bool = False) -> Path:
-    """A data.root with the four files: train images of indices 0.., held-out ones of 128.. (up to 128 each, so
+    """A data.path with the four files: train images of indices 0.., held-out ones of 128.. (up to 128 each, so
     no held-out image equals a training image)."""
     assert n_train <= HELDOUT_OFFSET and n_heldout <= 256 - HELDOUT_OFFSET
     root.mkdir(parents=True, exist_ok=True)

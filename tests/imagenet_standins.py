@@ -138,5 +138,5 @@ def dataset_for_tests(name: str):
     if name == "fashion_mnist":  # tiny IDX files: the tests never need Debian's dataset-fashion-mnist
         from fashion_standins import standin_fashion_root
 
-        return create_dataset(name, root=standin_fashion_root())
+        return create_dataset(name, path=standin_fashion_root())
     return create_dataset(name)

@@ -50,7 +50,7 @@ def test_a_malformed_suite_is_one_sentence_naming_the_key(change, phrase):
 
 
 def test_builtin_suites_resolve_every_cell_to_the_config_they_describe(tmp_path):
-    for name in ("toy", "digits", "alphaflow-ablation"):
+    for name in ("toy", "digits", "alphaflow-ablation", "fashion"):
         suite = get_suite(name)
         for cell in suite.cells():
             cfg = cell.resolved_config(tmp_path)

@@ -98,12 +98,12 @@ def test_shipped_classifier_has_its_recorded_t10k_accuracy():
 def test_prepare_on_standin_files_writes_a_loadable_pair(tmp_path, capsys):
     root = write_fashion_root(tmp_path / "fm", n_train=40, n_heldout=20, gzipped=True)
     out = tmp_path / "assets" / "fc.safetensors"
-    code, stdout, err = flowzoo("prepare", "fashion-classifier", "--epochs", "1", "--root", str(root),
+    code, stdout, err = flowzoo("prepare", "fashion-classifier", "--epochs", "1", "--data", str(root),
                                 "--out", str(out), capsys=capsys)
     assert code == 0, err
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["sha256"] == sha256_file(out) and record["epochs"] == 1 and record["num_train"] == 40
-    assert f"--root {root.as_posix()}" in record["command"] and "t10k accuracy" in stdout
+    assert f"--data {root.as_posix()}" in record["command"] and "t10k accuracy" in stdout
     assert load_fashion_classifier(out) is not None
 
 

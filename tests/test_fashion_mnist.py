@@ -67,7 +67,7 @@ def test_idx_rejects_malformed_data(data, message):
 
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_pixels_scale_to_minus_one_one_and_pad_with_background(tmp_path, gzipped):
-    data = FashionMNIST(root=write_fashion_root(tmp_path / "fm", n_train=12, n_heldout=11, gzipped=gzipped))
+    data = FashionMNIST(path=write_fashion_root(tmp_path / "fm", n_train=12, n_heldout=11, gzipped=gzipped))
     x, y = data.train_tensors()
     images, labels = tiny_images(12)
     assert x.shape == (12, 1, 32, 32) and x.dtype == torch.float32 and data.sample_shape == (1, 32, 32)
@@ -86,11 +86,11 @@ def test_plain_file_is_read_before_a_gzipped_one(tmp_path):
     images, labels = tiny_images(10, offset=7)
     write_idx(root / IMAGE_FILES["train"], images)
     write_idx(root / LABEL_FILES["train"], labels)
-    assert torch.equal(FashionMNIST(root=root).pixels("train")[0], torch.from_numpy(images))
+    assert torch.equal(FashionMNIST(path=root).pixels("train")[0], torch.from_numpy(images))
 
 
 def test_heldout_is_the_t10k_set_and_never_trained_on(tmp_path):
-    data = FashionMNIST(root=write_fashion_root(tmp_path / "fm", n_train=20, n_heldout=30))
+    data = FashionMNIST(path=write_fashion_root(tmp_path / "fm", n_train=20, n_heldout=30))
     heldout_pixels = tiny_images(30, offset=HELDOUT_OFFSET)[0]
     x, y = data.heldout_tensors()
     assert torch.equal(x[:, 0, 2:30, 2:30], torch.from_numpy(heldout_pixels).float() / 127.5 - 1)
@@ -105,7 +105,7 @@ def test_heldout_is_the_t10k_set_and_never_trained_on(tmp_path):
 
 
 def test_stream_batches_are_scaled_padded_and_resumable(tmp_path):
-    data = FashionMNIST(root=write_fashion_root(tmp_path / "fm", n_train=20, n_heldout=10))
+    data = FashionMNIST(path=write_fashion_root(tmp_path / "fm", n_train=20, n_heldout=10))
     stream = data.stream(8, seed=1)
     first = [stream.next() for _ in range(2)]
     resumed = data.stream(8, seed=99)
@@ -118,7 +118,7 @@ def test_stream_batches_are_scaled_padded_and_resumable(tmp_path):
 
 
 def test_class_means_are_each_class_mean_image(tmp_path):
-    data = FashionMNIST(root=write_fashion_root(tmp_path / "fm", n_train=30, n_heldout=10))
+    data = FashionMNIST(path=write_fashion_root(tmp_path / "fm", n_train=30, n_heldout=10))
     x, y = data.train_tensors()
     means = data.class_means()
     assert means.shape == (10, 1, 32, 32)
@@ -172,7 +172,7 @@ def test_bad_file_is_one_sentence(tmp_path, damage):
     root = write_fashion_root(tmp_path / "fm", n_train=12, n_heldout=12, gzipped=True)
     path, what = damage(root)
     with pytest.raises(ValueError) as caught:
-        create_dataset("fashion_mnist", root=str(root))
+        create_dataset("fashion_mnist", path=str(root))
     message = str(caught.value)
     assert str(path) in message and what in message and WHERE in message and "zalandoresearch" in message
     assert "\n" not in message and message.count(". ") == 0 and message.endswith(".")
@@ -180,9 +180,9 @@ def test_bad_file_is_one_sentence(tmp_path, damage):
 
 def test_missing_folder_and_unknown_key(tmp_path):
     with pytest.raises(ValueError, match=f"{tmp_path / 'nowhere'} does not exist; .*{WHERE}"):
-        FashionMNIST(root=tmp_path / "nowhere")
-    with pytest.raises(ValueError, match="unknown key.*data.path for fashion_mnist; valid: root"):
-        FashionMNIST(root=tmp_path, path="x")
+        FashionMNIST(path=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="unknown key.*data.root for fashion_mnist; valid: path"):
+        FashionMNIST(path=tmp_path, root="x")
 
 
 @pytest.mark.parametrize("damage", [damage_missing, damage_truncated], ids=lambda f: f.__name__)
@@ -191,7 +191,7 @@ def test_cli_bad_file_exits_with_one_sentence(tmp_path, damage, capsys):
     path, what = damage(root)
     out = tmp_path / "run"
     code, _, err = flowzoo("run", "--objective", "flow_matching", "--data", "fashion_mnist", "--steps", "1",
-                           "--threads", "1", "--set", f"data.root={root}", "--out", str(out), "--quiet", capsys=capsys)
+                           "--threads", "1", "--set", f"data.path={root}", "--out", str(out), "--quiet", capsys=capsys)
     assert code == 2
     assert_one_sentence(err, str(path), what, WHERE)
     assert not out.exists()  # the files are checked before the run writes anything
@@ -201,8 +201,31 @@ def test_cli_trains_and_samples_on_the_files(tmp_path, capsys):
     root = write_fashion_root(tmp_path / "fm", n_train=24, n_heldout=20)
     out = tmp_path / "run"
     code, _, err = flowzoo("run", "--objective", "flow_matching", "--data", "fashion_mnist", "--steps", "2",
-                           "--batch-size", "8", "--threads", "1", "--set", f"data.root={root}", "--set",
+                           "--batch-size", "8", "--threads", "1", "--set", f"data.path={root}", "--set",
                            "eval.num_samples=20", "--set", "eval.previews=false", "--out", str(out), "--quiet",
                            capsys=capsys)
     assert code == 0, err
     assert (out / "result.json").is_file() and (out / "samples" / "euler-nfe1.png").is_file()
+
+
+# -- the fashion suite -------------------------------------------------------------------------------
+
+def test_the_suite_points_every_cell_at_a_copy_of_the_files_given_with_data(tmp_path):
+    """`flowzoo bench fashion --data FOLDER` reaches the dataset as data.path, the key every on-disk set uses."""
+    from flowzoo.bench.suite import get_suite, with_overrides
+
+    root = write_fashion_root(tmp_path / "fm", n_train=12, n_heldout=12)
+    suite = with_overrides(get_suite("fashion"), data=str(root))
+    cfg = suite.cells()[0].resolved_config(tmp_path)
+    data = create_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
+    assert data.root == root and len(data.pixels("train")[0]) == 12
+
+
+def test_a_dry_run_without_the_files_estimates_from_the_datasets_own_shape(tmp_path):
+    from flowzoo.bench.estimate import KNOWN_SHAPES, data_shape
+    from flowzoo.bench.suite import get_suite, with_overrides
+
+    assert KNOWN_SHAPES["fashion_mnist"]({}) == (FashionMNIST.sample_shape, FashionMNIST.num_classes)
+    suite = with_overrides(get_suite("fashion"), data=str(tmp_path / "nowhere"))
+    shape, classes, source = data_shape(suite.cells()[0].resolved_config(tmp_path))
+    assert (shape, classes, source) == ((1, 32, 32), 10, "assumed")

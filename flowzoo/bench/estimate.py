@@ -34,8 +34,10 @@ def _kinetics_videos(data: dict[str, Any]) -> tuple[tuple[int, ...], int]:
 
 
 # Used only when the dataset cannot be opened (no --data given to a dry run): ImageNet as SD-VAE latents of
-# 256x256 images, Kinetics-700 as pixel clips at the configured frames and resolution (configs/data/).
-KNOWN_SHAPES = {"imagenet256": lambda data: ((4, 32, 32), 1000), "kinetics700": _kinetics_videos}
+# 256x256 images, Kinetics-700 as pixel clips at the configured frames and resolution (configs/data/),
+# Fashion-MNIST as its 28x28 images padded to 32x32 (flowzoo/data/fashion_mnist.py).
+KNOWN_SHAPES = {"imagenet256": lambda data: ((4, 32, 32), 1000), "kinetics700": _kinetics_videos,
+                "fashion_mnist": lambda data: ((1, 32, 32), 10)}
 
 
 def data_shape(cfg: dict[str, Any]) -> tuple[tuple[int, ...], int, str]:

@@ -1,6 +1,6 @@
 """Fashion-MNIST: 70,000 grey 28x28 images of 10 clothing classes (Zalando Research, MIT licence).
 
-Read from the data set's original IDX files in `data.root` (default: where Debian's package
+Read from the data set's original IDX files in `data.path` (default: where Debian's package
 `dataset-fashion-mnist` puts them, /usr/share/datasets/fashion-mnist/), each either plain or gzipped:
     train-images-idx3-ubyte  train-labels-idx1-ubyte  t10k-images-idx3-ubyte  t10k-labels-idx1-ubyte
 Nothing is downloaded at run time: a missing, truncated or corrupt file is a ValueError of one sentence
@@ -46,7 +46,7 @@ FILES = {
 }
 WHERE_TO_GET = ("get the four files with `sudo apt install dataset-fashion-mnist` (Debian/Ubuntu; `make fashion-data` "
                 "runs it), or from github.com/zalandoresearch/fashion-mnist (data/fashion) into a folder passed as "
-                "data.root (--set data.root=FOLDER)")
+                "data.path (--set data.path=FOLDER; `flowzoo bench fashion --data FOLDER`)")
 
 
 def find_file(root: Path, name: str) -> Path:
@@ -117,10 +117,10 @@ class FashionMNIST:
     num_classes = NUM_CLASSES
     classes = CLASSES
 
-    def __init__(self, root: str | Path = DEFAULT_ROOT, **unknown):
+    def __init__(self, path: str | Path = DEFAULT_ROOT, **unknown):
         if unknown:
-            raise ValueError(f"unknown key(s) {', '.join('data.' + k for k in sorted(unknown))} for fashion_mnist; valid: root.")
-        self.root = Path(root).expanduser()
+            raise ValueError(f"unknown key(s) {', '.join('data.' + k for k in sorted(unknown))} for fashion_mnist; valid: path.")
+        self.root = Path(path).expanduser()  # data.path, as for the other data sets on disk
         if not self.root.is_dir():
             raise ValueError(f"fashion_mnist: the folder {self.root} does not exist; {WHERE_TO_GET}.")
         self._splits = _load(str(self.root), file_stamps(self.root))  # read and checked now, before a run writes
@@ -160,4 +160,4 @@ class FashionMNIST:
         return to_model_space(means).to(torch.float32)  # scaling is linear, so the mean commutes with it
 
     def __repr__(self) -> str:
-        return f"FashionMNIST(root={str(self.root)!r})"
+        return f"FashionMNIST(path={str(self.root)!r})"

@@ -77,7 +77,7 @@ def train_fashion_classifier(out_path: str | Path = DEFAULT_PATH, seed: int = 0,
     out_path = Path(out_path)
     command = f"flowzoo prepare fashion-classifier --out {out_path.as_posix()} --seed {seed} --epochs {epochs}"
     if data.root != Path(DEFAULT_ROOT):
-        command += f" --root {data.root.as_posix()}"
+        command += f" --data {data.root.as_posix()}"
     held_x, held_y = data.heldout_tensors()
     record = {
         "command": command,
