@@ -14,7 +14,7 @@ import torch
 from fashion_standins import HELDOUT_OFFSET, IMAGE_FILES, LABEL_FILES, idx_bytes, tiny_images, write_fashion_root, write_idx
 from faults_helpers import assert_one_sentence
 from flowzoo.config import resolve
-from flowzoo.data import create_dataset
+from flowzoo.data import create_dataset, dataset_from_config
 from flowzoo.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST, to_model_space
 from flowzoo.data.idx import IDXError, parse_idx, read_idx
 from test_cli import flowzoo
@@ -217,15 +217,14 @@ def test_the_suite_points_every_cell_at_a_copy_of_the_files_given_with_data(tmp_
     root = write_fashion_root(tmp_path / "fm", n_train=12, n_heldout=12)
     suite = with_overrides(get_suite("fashion"), data=str(root))
     cfg = suite.cells()[0].resolved_config(tmp_path)
-    data = create_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
+    data = dataset_from_config(cfg["data"])
     assert data.root == root and len(data.pixels("train")[0]) == 12
 
 
 def test_a_dry_run_without_the_files_estimates_from_the_datasets_own_shape(tmp_path):
-    from flowzoo.bench.estimate import KNOWN_SHAPES, data_shape
+    from flowzoo.bench.estimate import data_shape
     from flowzoo.bench.suite import get_suite, with_overrides
 
-    assert KNOWN_SHAPES["fashion_mnist"]({}) == (FashionMNIST.sample_shape, FashionMNIST.num_classes)
     suite = with_overrides(get_suite("fashion"), data=str(tmp_path / "nowhere"))
     shape, classes, source = data_shape(suite.cells()[0].resolved_config(tmp_path))
     assert (shape, classes, source) == ((1, 32, 32), 10, "assumed")

@@ -165,7 +165,7 @@ def analyze_gradients(cfg: dict[str, Any], *, every: int, batch_size: int, quiet
     from flowzoo import yaml_io
     from flowzoo.atomic import atomic_write_text
     from flowzoo.config import ConfigError, build_dataclass
-    from flowzoo.data import create_dataset, parse_data_name
+    from flowzoo.data import dataset_from_config, parse_data_name
     from flowzoo.objectives import create_objective
     from flowzoo.pipeline.run import build_network, check_out_folder, check_run_dir
     from flowzoo.train import TrainOptions, train
@@ -176,7 +176,7 @@ def analyze_gradients(cfg: dict[str, Any], *, every: int, batch_size: int, quiet
     check_out_folder(out)
     cfg["train"] = {**cfg.get("train", {}), "sample_every": int(every)}
     cfg["analysis"] = {"every": int(every), "batch_size": int(batch_size)}
-    dataset = create_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
+    dataset = dataset_from_config(cfg["data"])
     options = build_dataclass(TrainOptions, {**cfg["train"], "out_dir": str(out), "seed": seed, "quiet": quiet}, "train")
     spec = dict(cfg["objective"])
     net = build_network(cfg["backbone"], dataset, seed)

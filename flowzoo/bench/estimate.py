@@ -33,20 +33,26 @@ def _kinetics_videos(data: dict[str, Any]) -> tuple[tuple[int, ...], int]:
     return (3, frames, resolution, resolution), 700
 
 
+def _fashion_mnist_images(data: dict[str, Any]) -> tuple[tuple[int, ...], int]:
+    from flowzoo.data.fashion_mnist import FashionMNIST  # its class attributes: no files are read
+
+    return FashionMNIST.sample_shape, FashionMNIST.num_classes
+
+
 # Used only when the dataset cannot be opened (no --data given to a dry run): ImageNet as SD-VAE latents of
 # 256x256 images, Kinetics-700 as pixel clips at the configured frames and resolution (configs/data/),
-# Fashion-MNIST as its 28x28 images padded to 32x32 (flowzoo/data/fashion_mnist.py).
+# Fashion-MNIST as the dataset class declares it.
 KNOWN_SHAPES = {"imagenet256": lambda data: ((4, 32, 32), 1000), "kinetics700": _kinetics_videos,
-                "fashion_mnist": lambda data: ((1, 32, 32), 10)}
+                "fashion_mnist": _fashion_mnist_images}
 
 
 def data_shape(cfg: dict[str, Any]) -> tuple[tuple[int, ...], int, str]:
     """(sample shape, number of classes, where they came from) of the cell's dataset."""
-    from flowzoo.data import create_dataset, parse_data_name
+    from flowzoo.data import dataset_from_config, parse_data_name
 
     name = parse_data_name(cfg["data"]["name"])
     try:
-        dataset = create_dataset(name, **{k: v for k, v in cfg["data"].items() if k != "name"})
+        dataset = dataset_from_config(cfg["data"])
         return tuple(dataset.sample_shape), int(getattr(dataset, "num_classes", 0) or 0), "data"
     except Exception:  # noqa: BLE001 (a dry run before the data is at hand still gets an estimate where it can)
         if name in KNOWN_SHAPES:

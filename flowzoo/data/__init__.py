@@ -50,3 +50,8 @@ def parse_data_name(name: str) -> str:
 def create_dataset(name: str, **kwargs):
     """The dataset registered as `name` (validated by parse_data_name), constructed with kwargs."""
     return DATASETS.get(parse_data_name(name))(**kwargs)
+
+
+def dataset_from_config(data: dict):
+    """The dataset a resolved config's `data` section describes: {name: ..., **the dataset's arguments}."""
+    return create_dataset(data["name"], **{k: v for k, v in data.items() if k != "name"})

@@ -119,15 +119,14 @@ def train_flops(passes: dict[str, float], forward_flops: float, batch: int, step
 
 def training_compute(cfg: dict[str, Any]) -> dict[str, Any]:
     """passes_per_step, forward_flops_per_sample and train_flops for a resolved run config."""
-    from flowzoo.data import create_dataset, parse_data_name
+    from flowzoo.data import dataset_from_config
     from flowzoo.pipeline.run import build_network
 
     spec = dict(cfg["objective"])
     name = spec.pop("name")
     steps = int(cfg["train"]["steps"])
     batch = int(cfg["train"]["batch_size"])
-    data = {**cfg["data"], "name": parse_data_name(cfg["data"]["name"])}
-    dataset = create_dataset(data["name"], **{k: v for k, v in data.items() if k != "name"})
+    dataset = dataset_from_config(cfg["data"])
     num_classes = int(getattr(dataset, "num_classes", 0) or 0)
     passes = passes_per_step(name, spec, steps, num_classes=max(num_classes, 1))
     net = build_network(cfg["backbone"], dataset, int(cfg.get("seed", 0)))

@@ -23,7 +23,7 @@ from rich.console import Console
 from flowzoo import atomic, run_lock, yaml_io
 from flowzoo.backbones import create_backbone
 from flowzoo.config import ConfigError, build_dataclass, config_hash, load_yaml
-from flowzoo.data import create_dataset, parse_data_name
+from flowzoo.data import dataset_from_config, parse_data_name
 from flowzoo.eval import metrics_for
 from flowzoo.eval.plots import figure_title
 from flowzoo.jsonl import append_line, read_by_step
@@ -146,7 +146,7 @@ def run_experiment(cfg: dict[str, Any], *, schedule_name: str | None = None, qui
     cfg["out"] = str(out)
     seed = int(cfg["seed"])
 
-    dataset = create_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
+    dataset = dataset_from_config(cfg["data"])
     train_values = {**cfg.get("train", {}), "out_dir": str(out), "seed": seed}
     if quiet:
         train_values["quiet"] = True

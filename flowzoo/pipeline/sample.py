@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from flowzoo.config import ConfigError, load_yaml
-from flowzoo.data import create_dataset
+from flowzoo.data import dataset_from_config
 from flowzoo.eval.plots import figure_title
 from flowzoo.pipeline.evaluate import MetricsNotFinite, evaluate, generate, nonfinite_metrics, results_table, write_samples_figure
 from flowzoo.atomic import atomic_write, remove_stale_temps, write_json
@@ -46,7 +46,7 @@ def load_run(checkpoint: str | Path, ema_index: int = 0):
         raise ConfigError(str(exc)) from None
     try:  # names from the run directory: registered ones only (trusted=False), checked before anything is built
         OBJECTIVES.entry(str(cfg["objective"]["name"]), trusted=False)
-        dataset = create_dataset(cfg["data"]["name"], **{k: v for k, v in cfg["data"].items() if k != "name"})
+        dataset = dataset_from_config(cfg["data"])
         net = build_network(cfg["backbone"], dataset, int(cfg["seed"]), trusted=False)
     except RegistryError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
