@@ -258,3 +258,25 @@ def test_tables_say_their_budget_and_mark_mixed_hardware_seed_by_seed(record, tm
     assert "Budget: equal estimated training FLOPs, those of fm at 12 steps" in text.split("## unit-flops\n", 1)[1]
     assert "Mixed hardware" not in text.split("## unit-flops\n", 1)[1].split("\n## ", 1)[0]
     assert "equal estimated training FLOPs" in (tmp_path / "lb" / "index.html").read_text()
+
+
+def test_the_collapse_column_judges_only_the_suites_few_step_samplers(record):
+    """A flow-matching model under one Euler step draws its blurred conditional mean by design; a suite whose
+    collapse rule names its few-step samplers marks such a row "not judged" instead of "collapsed"."""
+    from types import SimpleNamespace
+
+    from flowzoo.bench.suite import Collapse
+    from flowzoo.leaderboard.tables import ranking_table
+
+    records = [variant(record, method="fm", seed=s, swd={1: 9.0, 2: 1.0}) for s in (0, 1)]
+    for r in records:
+        r["reference"] = {"real/swd": 0.1}  # every 1-step swd is 90x the real samples'
+    column = {}
+    for samplers in ((), ("meanflow",)):
+        suite = SimpleNamespace(reference_method="fm", collapse=Collapse("real/swd", 5.0, samplers), methods=[])
+        (group,) = group_records(records, None, {"unit": suite})
+        table = ranking_table(group)
+        index = next(i for i, h in enumerate(table.headers) if h.startswith("collapsed @ 1 NFE"))
+        column[samplers] = table.rows[0][index]
+    assert column[()] == "2/2"  # judged: both runs are 90x the real samples' swd, over the 5x threshold
+    assert column[("meanflow",)] == "n/a (euler: not judged)"

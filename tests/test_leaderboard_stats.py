@@ -133,6 +133,10 @@ def test_suite_reference_method_and_collapse_rule_are_validated():
         suite_from_dict("s", {**spec, "reference_method": "c"})
     with pytest.raises(ConfigError, match="collapse must be"):
         suite_from_dict("s", {**spec, "collapse": {"multiple": 2}})
+    with pytest.raises(ConfigError, match="collapse must be"):
+        suite_from_dict("s", {**spec, "collapse": {"reference": "real/swd", "samplers": "meanflow"}})
+    judged = suite_from_dict("s", {**spec, "collapse": {"reference": "real/swd", "samplers": ["meanflow"]}}).collapse
+    assert judged.judges("meanflow") and not judged.judges("euler") and suite.collapse.judges("euler")
 
 
 def test_one_seed_draws_the_same_noise_for_every_objective():

@@ -117,7 +117,9 @@ def ranking_table(group: Group) -> Table:
         lowest = row.values(nfes[0], metric)
         per_seed = [v for _, v in sorted(row.seed_values(nfes[0], metric))]
         cells += [fmt(median(lowest)) if lowest else "–", " / ".join(fmt(v) for v in per_seed) or "–"]
-        if collapse:
+        if collapse and not group.collapse.judges(row.sampler):
+            cells.append(f"n/a ({row.sampler}: not judged)")
+        elif collapse:
             count, total = row.collapsed(nfes[0], metric, group.collapse.reference, group.collapse.multiple, group.lower_is_better)
             cells.append(f"{count}/{total}" if total else "–")
         steps, images = row.compute("steps"), row.compute("images_seen")
