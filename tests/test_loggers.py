@@ -118,7 +118,10 @@ def test_wandb_offline_keeps_one_run_id_across_a_resume(tmp_path, monkeypatch, c
     assert [line["step"] for line in jsonl(out / "metrics.jsonl")] == [2, 4, 6, 8]
 
     run_id = (out / "wandb_run_id.txt").read_text().strip()
-    folders = sorted((tmp_path / "wandb-dir" / "wandb").glob(f"offline-run-*-{run_id}"))
+    # wandb names a run's folder offline-run-<second>-<id>, adding -1, -2, ... when a run of the same id
+    # started within the same second (wandb_init.set_sync_dir_suffix): a fast resume gets ...-<id>-1
+    made = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
+    folders = sorted((f for f in made if f.name.split("-")[3] == run_id), key=lambda f: f.name.split("-")[2:])
     assert len(folders) == 2, "the resumed run must continue the W&B run of the same id"
     first, second = (wandb_records(next(folder.glob("run-*.wandb"))) for folder in folders)
     for records in (first, second):
