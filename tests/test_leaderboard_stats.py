@@ -137,6 +137,8 @@ def test_suite_reference_method_and_collapse_rule_are_validated():
         suite_from_dict("s", {**spec, "collapse": {"reference": "real/swd", "samplers": "meanflow"}})
     judged = suite_from_dict("s", {**spec, "collapse": {"reference": "real/swd", "samplers": ["meanflow"]}}).collapse
     assert judged.judges("meanflow") and not judged.judges("euler") and suite.collapse.judges("euler")
+    with pytest.raises(ConfigError, match=r"collapse.samplers: unknown sampler 'meanfow': did you mean 'meanflow'"):
+        suite_from_dict("s", {**spec, "collapse": {"reference": "real/swd", "samplers": ["meanfow"]}})
 
 
 def test_one_seed_draws_the_same_noise_for_every_objective():

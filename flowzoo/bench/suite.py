@@ -271,6 +271,7 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
                 or not isinstance(samplers, list) or not all(isinstance(x, str) for x in samplers):
             raise ConfigError(f"{where}: collapse must be {{reference: <reference key, e.g. class_means/fd>, multiple: <number>"
                               f"[, samplers: <list of sampler names judged, e.g. [meanflow]>]}}.")
+        _check_samplers_registered(samplers, f"{where}: collapse.samplers")
         collapse = Collapse(str(collapse["reference"]), float(collapse.get("multiple", 1.0)), tuple(samplers))
     return Suite(name=name, description=str(spec.get("description", "")).strip(), data=data, seeds=list(seeds),
                  nfe=list(nfe), methods=methods, budget=_mapping(spec.get("budget"), f"{where}: budget"),
@@ -278,6 +279,18 @@ def suite_from_dict(name: str, spec: dict[str, Any], where: str = "suite") -> Su
                  notes=str(spec.get("notes", "")).strip(), reference_method=reference_method, collapse=collapse,
                  cpu_capability=None if capability is None else str(capability).lower(),
                  flops_reference=next(m for m in methods if m.name == reference_method) if compare_at == "flops" else None)
+
+
+def _check_samplers_registered(names: list[str], where: str) -> None:
+    """A misspelt sampler (meanfow) would match no row, so every row would read "not judged" and a real
+    collapse would go unreported: refuse the name instead, with the registry's suggestion."""
+    from flowzoo.registry import SAMPLERS, RegistryError
+
+    for name in names:
+        try:
+            SAMPLERS.entry(name, trusted=False)  # registered names only: a record's sampler is one of these
+        except RegistryError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_suite_file(path: Path) -> Suite:
