@@ -11,7 +11,18 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 # cannot move torch; torch brings triton. The tests run its Triton kernel on the CPU under Triton's interpreter.
 JVP_FLASH_PIN := jvp-flash-attention==0.14.0
 
+# torch's CUDA build takes about 5.5 GB in the venv: with less free, pip stops half-way with "[Errno 28] No space
+# left on device" and a traceback, so say it first, in one sentence (skipped once torch is in the venv).
+NEED_FREE_GB := 7
+
 $(VENV)/.installed: pyproject.toml examples/flowzoo-splitmeanflow/pyproject.toml Makefile
+	@if ! { test -x $(PY) && $(PY) -c "import torch" 2>/dev/null; }; then \
+	  free_gb=$$(df -Pk . | awk 'NR == 2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free_gb" -lt $(NEED_FREE_GB) ]; then \
+	    echo "Installing needs about $(NEED_FREE_GB) GB free here (torch's CUDA build is 5.5 GB in $(VENV)); $$free_gb GB is free on this disk."; \
+	    exit 1; \
+	  fi; \
+	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
